@@ -1,0 +1,24 @@
+"""The `hazwatch` command: composes the services from typed settings.
+
+Each command group lives in its own module and registers itself here; a command builds
+`Settings()`, configures logging and passes what it needs down.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from hazwatch.cli import db, registry
+
+app = typer.Typer(
+    name="hazwatch",
+    help="HazWatch: real-time monitoring of gas holders, pipelines, hazard sources and lightning.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(db.app, name="db")
+app.add_typer(registry.app, name="registry")
+
+
+def main() -> None:
+    app()

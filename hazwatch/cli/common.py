@@ -1,0 +1,47 @@
+"""What every command does first: settings, logging, and turning HazWatch errors into exits."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from hazwatch.config import Settings
+from hazwatch.errors import HazwatchError
+
+T = TypeVar("T")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def setup(database_url: str | None = None) -> Settings:
+    """Build the settings (an explicit --database-url wins over the environment) and logging."""
+    settings = Settings()
+    if database_url is not None:
+        settings = settings.model_copy(
+            update={"database": settings.database.model_copy(update={"url": database_url})}
+        )
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return settings
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine; a HazwatchError becomes a clear message and exit code 1."""
+    try:
+        return asyncio.run(coro)
+    except HazwatchError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        raise typer.Exit(1) from exc
+
+
+DatabaseUrlOption = typer.Option(
+    "--database-url", help="libpq URL; default from HAZWATCH_DATABASE__URL"
+)

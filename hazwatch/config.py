@@ -1,0 +1,100 @@
+"""Typed settings, read from the environment (prefix HAZWATCH_) and an optional .env file.
+
+Settings are built once in an entry point (`Settings()` in the CLI or the app's lifespan) and
+passed down; nothing here runs at import time. Nested groups use a double underscore:
+HAZWATCH_DATABASE__URL, HAZWATCH_MQTT__PORT, HAZWATCH_INGEST__BATCH_MAX_ROWS. Every field is
+listed in docs/configuration.md (a test checks that).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DatabaseSettings(_Group):
+    url: str = Field(
+        "postgresql://postgres@127.0.0.1:5432/hazwatch",
+        description="libpq URL of the TimescaleDB database",
+    )
+    pool_min: int = Field(1, ge=0, description="connections kept open in each pool")
+    pool_max: int = Field(8, ge=1, description="largest pool size")
+    command_timeout_s: float = Field(
+        5.0, gt=0, description="longest any single database call may take before it fails"
+    )
+    connect_timeout_s: float = Field(5.0, gt=0, description="longest a connection attempt may take")
+
+
+class MqttSettings(_Group):
+    host: str = Field("127.0.0.1", description="broker host")
+    port: int = Field(1883, ge=1, le=65535, description="broker port")
+    username: str | None = Field(None, description="broker user name, if the broker wants one")
+    password: SecretStr | None = Field(None, description="broker password")
+    tls_ca_file: str | None = Field(None, description="CA bundle; set to connect over TLS")
+    protocol: int = Field(5, description="MQTT protocol: 4 (3.1.1) or 5")
+    topic_root: str = Field("hazwatch/v1", description="topic prefix of the MQTT contract")
+    client_id: str = Field(
+        "hazwatch-ingest", description="fixed client id, so the broker keeps the session"
+    )
+    sites: tuple[str, ...] = Field(
+        (), description="partition: the site keys this worker subscribes to (empty: all)"
+    )
+    session_expiry_s: int = Field(
+        86_400, ge=0, description="how long the broker keeps the session while we are away"
+    )
+    keepalive_s: int = Field(30, ge=5, description="MQTT keepalive")
+    receive_maximum: int = Field(
+        65_535, ge=1, le=65_535, description="unacknowledged QoS 1 messages the broker may send"
+    )
+    reconnect_min_s: float = Field(0.5, gt=0, description="first reconnect delay")
+    reconnect_max_s: float = Field(10.0, gt=0, description="longest reconnect delay")
+
+
+class IngestSettings(_Group):
+    batch_max_rows: int = Field(20_000, ge=1, description="flush a batch at this many readings")
+    batch_max_age_ms: int = Field(100, ge=1, description="flush a batch at this age")
+    buffer_max_rows: int = Field(
+        500_000, ge=1, description="readings held before collectors are pushed back"
+    )
+    max_payload_bytes: int = Field(
+        262_144, ge=1, description="larger MQTT payloads go to quarantine"
+    )
+    max_future_s: float = Field(
+        300.0, ge=0, description="readings further ahead of the clock go to quarantine"
+    )
+    raw_retention_days: float = Field(
+        365.0, gt=0, description="keep raw readings this long; older readings are refused"
+    )
+    rollup_retention_days: float = Field(
+        3650.0, gt=0, description="keep the one-minute rollup this long"
+    )
+    db_retry_max_s: float = Field(
+        10.0, gt=0, description="longest wait between attempts while the database is down"
+    )
+
+
+class ApiSettings(_Group):
+    host: str = Field("127.0.0.1", description="address the API binds")
+    port: int = Field(8080, ge=0, le=65535, description="port the API binds")
+    max_points: int = Field(2000, ge=10, description="most points a readings query may ask for")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="HAZWATCH_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    database: DatabaseSettings = DatabaseSettings()
+    mqtt: MqttSettings = MqttSettings()
+    ingest: IngestSettings = IngestSettings()
+    api: ApiSettings = ApiSettings()
+    log_level: str = Field("INFO", description="root log level")

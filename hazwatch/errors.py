@@ -1,0 +1,55 @@
+"""HazWatch's errors, one tree, wrapped at the boundaries with `raise ... from exc`.
+
+HazwatchError
+├── DatabaseError
+│   ├── DatabaseUnavailable      the server cannot be reached or timed out (API: 503)
+│   └── MigrationError
+│       └── ExtensionMissing     TimescaleDB is not installed on the server
+└── RegistryError                the registry file is invalid; carries every problem
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class HazwatchError(Exception):
+    """Base of every error HazWatch raises on purpose."""
+
+
+class DatabaseError(HazwatchError):
+    pass
+
+
+class DatabaseUnavailable(DatabaseError):
+    pass
+
+
+class MigrationError(DatabaseError):
+    pass
+
+
+class ExtensionMissing(MigrationError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One invalid entry of a registry file: where it is and what is wrong."""
+
+    path: str
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"line {self.line}: " if self.line is not None else ""
+        return f"{where}{self.path}: {self.message}"
+
+
+class RegistryError(HazwatchError):
+    def __init__(self, source: str, problems: Sequence[Problem]) -> None:
+        self.source = source
+        self.problems = tuple(problems)
+        lines = "\n".join(f"  {p}" for p in self.problems)
+        super().__init__(f"{source}: {len(self.problems)} problem(s)\n{lines}")
