@@ -126,7 +126,7 @@ class DeriveSpec(_Entry):
     """
 
     op: Literal["rate", "imbalance"]
-    inputs: tuple[str, ...] = Field(min_length=1, max_length=2)
+    inputs: list[str] = Field(min_length=1, max_length=2)
     scale: float = 1.0
     smooth_s: float = Field(30.0, ge=0)
 
@@ -169,7 +169,7 @@ class DeviceEntry(_Entry):
     asset: str | None = Field(None, pattern=KEY)
     protocol: Literal["mqtt", "modbus"]
     modbus: ModbusDevice | None = None
-    sensors: tuple[SensorEntry, ...] = Field(min_length=1)
+    sensors: list[SensorEntry] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _protocol_fits(self) -> Self:
@@ -200,4 +200,4 @@ class SiteEntry(_Entry):
 
 class RegistryFile(_Entry):
     version: Literal[1] = 1
-    sites: tuple[SiteEntry, ...] = Field(min_length=1)
+    sites: list[SiteEntry] = Field(min_length=1)
