@@ -5,7 +5,10 @@ HazwatchError
 │   ├── DatabaseUnavailable      the server cannot be reached or timed out (API: 503)
 │   └── MigrationError
 │       └── ExtensionMissing     TimescaleDB is not installed on the server
-└── RegistryError                the registry file is invalid; carries every problem
+├── RegistryError                the registry file is invalid; carries every problem
+└── AlarmError
+    ├── AlarmNotFound            no alarm with that id (API: 404)
+    └── AlarmActionRefused       the action does not apply to the alarm's state (API: 409)
 """
 
 from __future__ import annotations
@@ -53,3 +56,15 @@ class RegistryError(HazwatchError):
         self.problems = tuple(problems)
         lines = "\n".join(f"  {p}" for p in self.problems)
         super().__init__(f"{source}: {len(self.problems)} problem(s)\n{lines}")
+
+
+class AlarmError(HazwatchError):
+    pass
+
+
+class AlarmNotFound(AlarmError):
+    pass
+
+
+class AlarmActionRefused(AlarmError):
+    """E.g. acknowledging an alarm that is already acknowledged or closed."""
