@@ -148,6 +148,7 @@ class _Batch:
         dup[1:] = ~self.first[1:] & (self.t[1:] == self.t[:-1])
         self.dup = dup
         accepted = (self.t > eval0[self.seg]) & ~dup
+        self.accepted = accepted
         self.n_accepted = int(accepted.sum())
         self.late = len(pos) - self.n_accepted
         bad = (q >= BAD_QUALITY_MIN) | ~np.isfinite(self.v)
@@ -477,7 +478,7 @@ def _windows(b: _Batch, derived: list[tuple[PosArray, IntArray, FloatArray]] | N
         np.maximum(rules.rate_window_us[hpos], rules.trend_window_us[hpos]),
         rules.derive_window_us[hpos],
     )
-    accepted_rows = b.t[rows] > before.eval_ts[row_seg_m]
+    accepted_rows = b.accepted[rows]
     earliest = b.t[rows][accepted_rows] - widest[to_h[row_seg_m]][accepted_rows]
     history = History.build(
         rules, hpos, before.hist_t[hseg], before.hist_v[hseg], before.hist_n[hseg],

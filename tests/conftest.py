@@ -7,6 +7,7 @@ migrating again) and it is dropped afterwards. Set HAZWATCH_TEST_PG to point els
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -30,10 +31,21 @@ async def _admin() -> asyncpg.Connection:
 
 
 async def create_db(name: str, *, template: str | None = None) -> None:
+    """Create a database, copying `template` if given. TimescaleDB's background scheduler
+    visits databases that have the extension, and CREATE DATABASE ... TEMPLATE refuses while
+    any session is connected to the template: retry that case for a few seconds."""
     admin = await _admin()
     try:
         clause = f' TEMPLATE "{template}"' if template else ""
-        await admin.execute(f'CREATE DATABASE "{name}"{clause}')
+        deadline = asyncio.get_running_loop().time() + 10
+        while True:
+            try:
+                await admin.execute(f'CREATE DATABASE "{name}"{clause}')
+                return
+            except asyncpg.ObjectInUseError:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.1)  # the scheduler's visit is brief; nothing to await
     finally:
         await admin.close()
 
