@@ -17,7 +17,7 @@ How a batch goes through (each step a handful of whole-array operations):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -142,7 +142,12 @@ class _Batch:
         self.spos: PosArray = pos[starts]
         self.m = len(starts)
         self.before = state.gather(self.spos.astype(np.intp), overlay)
-        self.work = self.before.copy()
+        # The rows this pass writes. The history arrays are shared with `before` (a private
+        # copy already): they are read once, by `_windows`, before it overwrites them.
+        self.work = replace(
+            self.before.copy_without_history(),
+            hist_t=self.before.hist_t, hist_v=self.before.hist_v, hist_n=self.before.hist_n,
+        )
         eval0 = self.before.eval_ts
         dup = np.zeros(len(pos), dtype=np.bool_)
         dup[1:] = ~self.first[1:] & (self.t[1:] == self.t[:-1])
@@ -156,45 +161,54 @@ class _Batch:
         self.valid_all = ~bad & ~flagged
         if ends.size:
             self.work.last_ts[:] = np.maximum(self.before.last_ts, self.t[ends - 1])
-        # Accepted rows, compacted.
-        self.a = np.flatnonzero(accepted) if self.late else np.arange(len(pos))
-        a = self.a
-        self.a_seg = self.seg[a]
-        self.a_t = self.t[a]
-        self.a_v = self.v[a]
-        self.a_bad = bad[a]
-        self.a_valid = self.valid_all[a]
-        self.a_first = first_of_segment(self.a_seg)
-        a_starts, a_ends = segment_bounds(self.a_first)
+        # Accepted rows, compacted (nothing to compact in the usual case: no late rows).
+        if self.late:
+            a = np.flatnonzero(accepted)
+            self.a_seg, self.a_t, self.a_v = self.seg[a], self.t[a], self.v[a]
+            self.a_bad, self.a_valid = bad[a], self.valid_all[a]
+            self.a_first = first_of_segment(self.a_seg)
+            a_starts, a_ends = segment_bounds(self.a_first)
+        else:
+            a = None
+            self.a_seg, self.a_t, self.a_v = self.seg, self.t, self.v
+            self.a_bad, self.a_valid = bad, self.valid_all
+            self.a_first, a_starts, a_ends = self.first, starts, ends
+        acc_seg = self.a_seg[a_starts]
         self.has_acc = np.zeros(self.m, dtype=np.bool_)
-        self.has_acc[self.a_seg[a_starts]] = True
+        self.has_acc[acc_seg] = True
         self.horizon = eval0.copy()
-        self.horizon[self.a_seg[a_starts]] = self.a_t[a_ends - 1]
+        self.horizon[acc_seg] = self.a_t[a_ends - 1]
         # Life before the first accepted reading: the later of the carried last_ts and a late
         # reading just before it in this batch.
-        prev_row = a[a_starts] - 1
         life0 = self.before.last_ts.copy()
-        g = self.a_seg[a_starts]
-        inside = (prev_row >= 0) & (prev_row >= starts[g])
-        life0[g[inside]] = np.maximum(life0[g[inside]], self.t[prev_row[inside]])
+        if a is not None:
+            prev_row = a[a_starts] - 1
+            inside = (prev_row >= 0) & (prev_row >= starts[acc_seg])
+            g = acc_seg[inside]
+            life0[g] = np.maximum(life0[g], self.t[prev_row[inside]])
         self.life0 = life0
-        # Valid accepted rows, compacted.
-        self.va = np.flatnonzero(self.a_valid)
-        self.v_seg = self.a_seg[self.va]
-        self.v_t = self.a_t[self.va]
-        self.v_v = self.a_v[self.va]
-        self.v_first = first_of_segment(self.v_seg)
+        # What thresholds compare: the value (or its magnitude) of valid readings, NaN for the
+        # others (NaN neither sets nor resets a latch).
         mag = rules.magnitude[self.spos]
-        if mag.any():
-            on = mag[self.v_seg]
-            self.v_x = np.where(on, np.abs(self.v_v), self.v_v)
-        else:
-            self.v_x = self.v_v
-        if len(self.va):
-            vs, ve = segment_bounds(self.v_first)
-            self.work.last_valid[self.v_seg[vs]] = self.v_v[ve - 1]
+        x = np.abs(self.a_v) if mag.all() else self.a_v
+        if mag.any() and not mag.all():
+            x = np.where(mag[self.a_seg], np.abs(self.a_v), self.a_v)
+        self.a_x = np.where(self.a_valid, x, np.nan)
+        if len(self.a_t):
+            idx = np.where(self.a_valid, np.arange(len(self.a_t)), -1)
+            last = np.maximum.reduceat(idx, a_starts)
+            has = last >= 0
+            self.work.last_valid[acc_seg[has]] = self.a_v[last[has]]
         self.work.eval_ts[:] = self.horizon
-        self._keys: tuple[IntArray, IntArray, int] | None = None
+        self._keys: tuple[IntArray, IntArray, int, int] | None = None
+        self._valid_rows: IntArray | None = None
+
+    @property
+    def valid_rows(self) -> IntArray:
+        """Indices (into the accepted rows) of the valid ones."""
+        if self._valid_rows is None:
+            self._valid_rows = np.flatnonzero(self.a_valid)
+        return self._valid_rows
 
     # Values carried by transitions -------------------------------------------------------
 
@@ -208,15 +222,15 @@ class _Batch:
             span = max(int(self.a_t.max(initial=0)), int(ts.max())) - base + 1
             shift = max(1, span.bit_length())
             key_a = (self.a_seg << shift) | (self.a_t - base)
-            key_v = key_a[self.va]
-            self._keys = (key_a, key_v, base, shift)  # type: ignore[assignment]
-        key_a, key_v, base, shift = self._keys  # type: ignore[misc]
+            self._keys = (key_a, key_a[self.valid_rows], base, shift)
+        key_a, key_v, base, shift = self._keys
         q = (seg << shift) | (ts - base)
         out = self.before.last_valid[seg].copy()
         k = np.searchsorted(key_v, q, side="left") - 1
         ok = k >= 0
-        ok[ok] = self.v_seg[k[ok]] == seg[ok]
-        out[ok] = self.v_v[k[ok]]
+        valid = self.valid_rows
+        ok[ok] = self.a_seg[valid[k[ok]]] == seg[ok]
+        out[ok] = self.a_v[valid[k[ok]]]
         at = np.searchsorted(key_a, q, side="left")
         hit = at < len(key_a)
         hit[hit] = key_a[at[hit]] == q[hit]
@@ -372,13 +386,25 @@ def _stale(b: _Batch) -> Transitions:
     rules = b.rules
     if not rules.stale_after_us[b.spos].any() or not len(b.a_t):
         return Transitions.empty()
-    seg = b.a_seg
+    # Only a segment's first reading (carried tier and clock) and readings after a gap of at
+    # least the sensor's shortest stale delay can see a stale timer fire before them.
+    shortest = rules.stale_min_us[b.spos][b.a_seg]
+    gap_ok = np.ones(len(b.a_t), dtype=np.bool_)
+    gap_ok[1:] = (b.a_t[1:] - b.a_t[:-1]) >= shortest[1:]
+    rows = np.flatnonzero((b.a_first | gap_ok) & (shortest > 0))
+    if not len(rows):
+        b.work.tier[b.has_acc, Rule.STALE] = 0
+        return Transitions.empty()
+    seg = b.a_seg[rows]
     pos = b.spos[seg]
+    first = b.a_first[rows]
+    previous_t = b.a_t[np.maximum(rows - 1, 0)]
     # (The max matters only for a start time given to an empty state, later than a reading.)
-    life = np.maximum(shift_in_segment(b.a_t, b.a_first, b.life0[seg]), b.life0[seg])
-    clock = shift_in_segment(b.a_t, b.a_first, b.before.eval_ts[seg])
-    tier0 = np.where(b.a_first, b.before.tier[seg, Rule.STALE], 0).astype(np.int8)
-    steps = _stale_steps(rules, pos, life, clock, b.a_t, tier0, inclusive=False)
+    life = np.maximum(np.where(first, b.life0[seg], previous_t), b.life0[seg])
+    clock = np.where(first, b.before.eval_ts[seg], previous_t)
+    tier0 = np.where(first, b.before.tier[seg, Rule.STALE], 0).astype(np.int8)
+    t = b.a_t[rows]
+    steps = _stale_steps(rules, pos, life, clock, t, tier0, inclusive=False)
     _, parts = _stale_transitions(steps, seg.astype(np.int32), tier0)
     out = []
     for g, ts, frm, to in parts:
@@ -387,8 +413,8 @@ def _stale(b: _Batch) -> Transitions:
     # The reading itself: stale back to 0.
     tier_before = steps.tier_b
     cleared = tier_before != 0
-    out.append(Transitions.build(Rule.STALE, pos[cleared], b.a_t[cleared], tier_before[cleared],
-                                 0, b.a_v[cleared]))  # fmt: skip
+    out.append(Transitions.build(Rule.STALE, pos[cleared], t[cleared], tier_before[cleared],
+                                 0, b.a_v[rows][cleared]))  # fmt: skip
     b.work.tier[b.has_acc, Rule.STALE] = 0
     return Transitions.concat(out)
 
@@ -403,12 +429,9 @@ def _side(b: _Batch, side: int) -> tuple[SideTransitions, Transitions] | None:
     if not on.any():
         return None
     rest = rules.rest[side][b.spos]
-    if side == 0:
-        hot = b.v_x >= rest[b.v_seg]
-    else:
-        hot = b.v_x <= rest[b.v_seg]
+    hot = b.a_x >= rest[b.a_seg] if side == 0 else b.a_x <= rest[b.a_seg]
     seg_hot = np.zeros(b.m, dtype=np.bool_)
-    seg_hot[b.v_seg[hot]] = True
+    seg_hot[b.a_seg[hot]] = True
     carried = b.before.raw[:, latches].any(axis=1) | b.before.delayed[:, latches].any(axis=1)
     active = on & b.has_acc & (seg_hot | carried)
     if not active.any():
@@ -419,10 +442,10 @@ def _side(b: _Batch, side: int) -> tuple[SideTransitions, Transitions] | None:
         raw=b.before.raw,
         delayed=b.before.delayed,
         since=b.before.since,
-        row_seg=b.v_seg,
-        row_t=b.v_t,
-        row_x=b.v_x,
-        row_first=b.v_first,
+        row_seg=b.a_seg,
+        row_t=b.a_t,
+        row_x=b.a_x,
+        row_first=b.a_first,
     )
     events = _side_events(rules, side, segs, active, b.work)
     st = side_transitions(side, events, b.before.delayed, b.before.tier[:, Rule.HIGH + side])
@@ -479,12 +502,16 @@ def _windows(b: _Batch, derived: list[tuple[PosArray, IntArray, FloatArray]] | N
         rules.derive_window_us[hpos],
     )
     accepted_rows = b.accepted[rows]
-    earliest = b.t[rows][accepted_rows] - widest[to_h[row_seg_m]][accepted_rows]
+    # Per segment, the oldest time any window of this batch reaches back to (none: keep all).
+    acc_h = to_h[row_seg_m[accepted_rows]]
+    acc_t = b.t[rows[accepted_rows]]
+    firsts = first_of_segment(acc_h)
+    cutoff = np.full(len(hseg), NEVER, dtype=np.int64)
+    cutoff[acc_h[firsts]] = acc_t[firsts] - widest[acc_h[firsts]]
     history = History.build(
         rules, hpos, before.hist_t[hseg], before.hist_v[hseg], before.hist_n[hseg],
         to_h[row_seg_m], b.t[rows], b.v[rows],
-        earliest_needed=int(earliest.min()) if len(earliest) else int(b.t[rows].min()),
-        all_new=bool(accepted_rows.all()),
+        cutoff=cutoff, all_new=bool(accepted_rows.all()),
     )  # fmt: skip
     hist_t, hist_v, hist_n = history.remembered()
     b.work.hist_t[hseg] = hist_t
@@ -492,29 +519,23 @@ def _windows(b: _Batch, derived: list[tuple[PosArray, IntArray, FloatArray]] | N
     b.work.hist_n[hseg] = hist_n
     at = history.batch_at[accepted_rows]  # entries evaluated: accepted valid readings
     out = []
-    eval_seg = history.seg[at]  # history segment
-    eval_pos = hpos[eval_seg]
-    x = history.x[at]
-    first = first_of_segment(eval_seg)
-    last = _last_flags(first)
-    m_seg = hseg[eval_seg]
-    if rules.rate_window_us[hpos].any():
-        window = rules.rate_window_us[eval_pos]
-        has = window > 0
-        start = history.window_start(at, window)
-        per_min = history.rate_per_min(at, start, window, history.x)
-        tier = np.where(has, rate_tier(rules, eval_pos, per_min), 0).astype(np.int8)
-        out.append(
-            _tier_moves(b, Rule.RATE, m_seg, first, last, tier, history.v[at], history.t[at])
-        )
-    if rules.trend_window_us[hpos].any():
-        window = rules.trend_window_us[eval_pos]
-        has = (window > 0) & history.covered(at, start := history.window_start(at, window), window)
-        slope, n = history.slope(at, start)
-        tier = np.where(has, trend_tier(rules, eval_pos, x, slope, n), 0).astype(np.int8)
-        out.append(
-            _tier_moves(b, Rule.TREND, m_seg, first, last, tier, history.v[at], history.t[at])
-        )
+    eval_pos = hpos[history.seg[at]]
+    for rule, windows in ((Rule.RATE, rules.rate_window_us), (Rule.TREND, rules.trend_window_us)):
+        mine = windows[eval_pos] > 0
+        if not mine.any():
+            continue
+        at_r, pos_r = (at, eval_pos) if mine.all() else (at[mine], eval_pos[mine])
+        window = windows[pos_r]
+        start = history.window_start(at_r, window)
+        if rule is Rule.RATE:
+            per_min = history.rate_per_min(at_r, start, window, history.x)
+            tier = rate_tier(rules, pos_r, per_min)
+        else:
+            tier = _trend(rules, history, at_r, start, window, pos_r)
+        m_seg = hseg[history.seg[at_r]]
+        first = first_of_segment(m_seg)
+        out.append(_tier_moves(b, rule, m_seg, first, _last_flags(first), tier,
+                               history.v[at_r], history.t[at_r]))  # fmt: skip
     if derived is not None:
         for k in range(rules.rate_out.shape[0]):
             out_pos = rules.rate_out[k][eval_pos]
@@ -529,6 +550,30 @@ def _windows(b: _Batch, derived: list[tuple[PosArray, IntArray, FloatArray]] | N
             ok = ~np.isnan(value)
             derived.append((out_pos[mine][ok], history.t[at_d][ok], value[ok]))
     return Transitions.concat(out)
+
+
+def _trend(
+    rules: CompiledRules,
+    history: History,
+    at: IntArray,
+    start: IntArray,
+    window: IntArray,
+    pos: PosArray,
+) -> Int8Array:
+    """The trend tier at each evaluated entry. Only entries whose projection passes a side's
+    first limit (the lowest high or the highest low) can predict a tier: the full test runs
+    on those alone."""
+    slope, n = history.slope(at, start)
+    x = history.x[at]
+    projected = x + slope * rules.trend_horizon_s[pos]
+    candidate = history.covered(at, start, window) & (
+        (projected >= rules.first_limit[0][pos]) | (projected <= rules.first_limit[1][pos])
+    )
+    tier = np.zeros(len(at), dtype=np.int8)
+    c = np.flatnonzero(candidate)
+    if len(c):
+        tier[c] = trend_tier(rules, pos[c], x[c], slope[c], n[c])
+    return tier
 
 
 def _tier_moves(
@@ -553,21 +598,23 @@ def _imbalance(b: _Batch) -> list[tuple[PosArray, IntArray, FloatArray]]:
     """Flow imbalance readings: at each accepted valid reading of either input,
     (a - b) / a * 100 with both inputs' latest accepted valid values."""
     pairs = b.rules.imbalance
-    if not len(pairs) or not len(b.v_t):
+    if not len(pairs) or not len(b.a_t):
         return []
     assert b.overlay is None, "derived signals are computed in the first pass only"
     inputs = pairs[:, :2].ravel()  # entry 2j + which: input `which` (0 a, 1 b) of pair j
     by_input = np.argsort(inputs, kind="stable")
     sorted_inputs = inputs[by_input]
-    row_pos = b.spos[b.v_seg]
+    is_input = np.isin(b.spos, inputs)
+    valid = np.flatnonzero(is_input[b.a_seg] & b.a_valid)
+    row_pos = b.spos[b.a_seg[valid]]
     lo = np.searchsorted(sorted_inputs, row_pos, side="left")
     reps = np.searchsorted(sorted_inputs, row_pos, side="right") - lo
     if not reps.any():
         return []
-    row = np.repeat(np.arange(len(row_pos)), reps)
+    row = valid[np.repeat(np.arange(len(row_pos)), reps)]
     offsets = np.arange(len(row)) - np.repeat(np.cumsum(reps) - reps, reps)
     entry = by_input[np.repeat(lo, reps) + offsets]
-    pair, which, t, v = entry // 2, entry % 2, b.v_t[row], b.v_v[row]
+    pair, which, t, v = entry // 2, entry % 2, b.a_t[row], b.a_v[row]
     order = np.lexsort((t, pair))
     pair, which, t, v = pair[order], which[order], t[order], v[order]
     first = first_of_segment(pair)

@@ -225,6 +225,8 @@ class CompiledRules:
     offline_after_us: npt.NDArray[np.int64]  # 0: no offline step
     offline_tier: npt.NDArray[np.int8]
     quality_tier: npt.NDArray[np.int8]
+    stale_min_us: npt.NDArray[np.int64]  # the shorter of the stale and offline delays; 0: none
+    first_limit: npt.NDArray[np.float64]  # (2, n): lowest high limit, highest low limit
     needs_history: npt.NDArray[np.bool_]
     derive_window_us: npt.NDArray[np.int64]  # (n,) widest derived-rate window of an input
     # Derived rates: slot k of input i feeds `rate_out[k, i]` (-1: none); most inputs feed one.
@@ -347,6 +349,16 @@ def compile_rules(
         offline_after_us=ints(lambda s: (s.stale.offline_after_us or 0) if s.stale else 0),
         offline_tier=tiers(lambda s: s.stale.offline_tier if s.stale else 0),
         quality_tier=tiers(lambda s: s.quality_tier),
+        stale_min_us=ints(
+            lambda s: min(s.stale.after_us, s.stale.offline_after_us or s.stale.after_us)
+            if s.stale else 0
+        ),
+        first_limit=np.vstack(
+            [
+                np.nan_to_num(np.fmin.reduce(limit[:4], axis=0), nan=np.inf),
+                np.nan_to_num(np.fmax.reduce(limit[4:], axis=0), nan=-np.inf),
+            ]
+        ),
         needs_history=(rate_window > 0) | (trend_window > 0) | (derive_window > 0),
         derive_window_us=derive_window,
         **_derive_arrays(n, derives),

@@ -66,10 +66,16 @@ class Rows:
     def copy(self) -> Rows:
         return Rows(**{k: v.copy() for k, v in self.arrays().items()})
 
+    def copy_without_history(self) -> Rows:
+        """A copy sharing the history arrays (the large ones) with this one."""
+        history = ("hist_t", "hist_v", "hist_n")
+        return Rows(**{k: v if k in history else v.copy() for k, v in self.arrays().items()})
+
 
 @dataclass(frozen=True, slots=True)
 class StateDelta:
-    """New rows for the sensor positions `index` (sorted, unique); `persist` marks the rows
+    """New rows for the sensor positions `index` (unique; sorted unless two deltas were
+    chained with `then`); `persist` marks the rows
     whose latches, since-times or tiers changed (they are written to alarm_engine_state)."""
 
     index: npt.NDArray[np.intp]
@@ -89,6 +95,16 @@ class StateDelta:
             return self
         if not len(self):
             return later
+        if not np.isin(later.index, self.index).any():
+            # The usual case (derived sensors after measured ones): the rows just add up.
+            return StateDelta(
+                np.concatenate([self.index, later.index]),
+                Rows(**{
+                    name: np.concatenate([a, getattr(later.rows, name)])
+                    for name, a in self.rows.arrays().items()
+                }),
+                np.concatenate([self.persist, later.persist]),
+            )  # fmt: skip
         index = np.union1d(self.index, later.index)
         mine = ~np.isin(index, later.index)
         take_self = np.searchsorted(self.index, index[mine])
@@ -132,9 +148,11 @@ class EngineState:
         """Copies of the rows at `index`, with `overlay`'s rows where it has them."""
         rows = self.rows.take(index)
         if overlay is not None and len(overlay):
-            at = np.searchsorted(overlay.index, index)
-            at = np.minimum(at, len(overlay.index) - 1)
-            hit = overlay.index[at] == index
+            order = np.argsort(overlay.index)
+            sorted_index = overlay.index[order]
+            at = np.minimum(np.searchsorted(sorted_index, index), len(sorted_index) - 1)
+            hit = sorted_index[at] == index
+            at = order[at]
             if hit.any():
                 for name, a in rows.arrays().items():
                     a[hit] = getattr(overlay.rows, name)[at[hit]]

@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from alerting.rules import CompiledRules
 from alerting.segments import BoolArray, IntArray, first_of_segment
+from alerting.state import NEVER
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -47,14 +48,16 @@ class History:
         row_seg: IntArray,
         row_t: IntArray,
         row_v: FloatArray,
-        earliest_needed: int,
+        cutoff: IntArray,
         all_new: bool,
     ) -> History:
         """`pos` and the history arrays are per segment; rows are this batch's valid readings
         of those segments in (segment, time) order; `all_new` if every one is accepted (newer
-        than anything remembered, no duplicates). Entries older than `earliest_needed` can be
-        in no window of this batch."""
+        than anything remembered, no duplicates). A segment's remembered readings older than
+        its `cutoff` can be in no window of this batch, nor of a later one (later readings
+        are newer): they are left out, and out of what is remembered next."""
         m, h = hist_t.shape
+        hist_n = np.minimum(hist_n, (hist_t >= cutoff[:, None]).sum(axis=1)).astype(np.int32)
         keep = np.arange(h)[None, :] >= (h - hist_n)[:, None]
         h_seg = np.repeat(np.arange(m, dtype=np.int64), hist_n)
         h_t = hist_t[keep]
@@ -95,9 +98,10 @@ class History:
             offset = np.cumsum(per_seg) - per_seg
         magnitude = rules.magnitude[pos][seg]
         x = np.where(magnitude, np.abs(v), v) if magnitude.any() else v
-        # Composite key: segment in the high bits, time since `earliest_needed` in the low
-        # bits (older entries clipped to 0: they are in no window anyway).
-        base = earliest_needed - 1
+        # Composite key: segment in the high bits, time since the earliest window start in the
+        # low bits (older entries clipped to 0: they are in no window anyway).
+        has_cutoff = cutoff != NEVER
+        base = (int(cutoff[has_cutoff].min()) if has_cutoff.any() else int(t.min(initial=0))) - 1
         span = int(t.max()) - base if len(t) else 1
         shift = max(1, span.bit_length())
         if shift + max(1, m.bit_length()) > 62:
