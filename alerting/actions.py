@@ -52,8 +52,8 @@ async def _lock(conn: asyncpg.Connection, alarm_id: int) -> tuple[AlarmRow, Subj
 
 
 async def _event(
-    conn: asyncpg.Connection, row: AlarmRow, subject: Subject, kind: str, at: datetime,
-    actor: str, comment: str | None, details: dict[str, object],
+    conn: asyncpg.Connection, row: AlarmRow, subject: Subject, kind: str, *, at: datetime,
+    actor: str, comment: str | None, details: dict[str, object] | None = None,
 ) -> EventRow:  # fmt: skip
     (event_id,) = await store.next_ids(conn, "alarm_events_event_id_seq", 1)
     ts_us = _us(at)
@@ -66,8 +66,17 @@ async def _event(
         value=row.value,
         actor=actor,
         comment=comment,
-        details=orjson.dumps(details).decode(),
-        payload=payload(event_id, row, subject, kind, ts_us, row.tier, row.value, actor),
+        details=orjson.dumps(details or {}).decode(),
+        payload=payload(
+            event_id,
+            row,
+            subject,
+            kind=kind,
+            ts_us=ts_us,
+            tier=row.tier,
+            value=row.value,
+            actor=actor,
+        ),
     )
     await store.insert_events(conn, [event])
     return event
@@ -91,7 +100,7 @@ async def acknowledge(
            WHERE alarm_id = $1""",
         alarm_id, row.state, at, actor,
     )  # fmt: skip
-    return await _event(conn, row, subject, "acknowledged", at, actor, comment, {})
+    return await _event(conn, row, subject, "acknowledged", at=at, actor=actor, comment=comment)
 
 
 async def shelve(
@@ -113,8 +122,9 @@ async def shelve(
         alarm_id, until, reason,
     )  # fmt: skip
     row.shelved_us = _us(until)
+    details: dict[str, object] = {"until": iso(_us(until))}
     return await _event(
-        conn, row, subject, "shelved", at, actor, reason, {"until": iso(_us(until))}
+        conn, row, subject, "shelved", at=at, actor=actor, comment=reason, details=details
     )
 
 
@@ -130,7 +140,7 @@ async def unshelve(
         alarm_id,
     )
     row.shelved_us = None
-    return await _event(conn, row, subject, "unshelved", at, actor, comment, {})
+    return await _event(conn, row, subject, "unshelved", at=at, actor=actor, comment=comment)
 
 
 async def set_out_of_service(
@@ -147,7 +157,7 @@ async def set_out_of_service(
     )  # fmt: skip
     row.out_of_service = out
     kind = "out_of_service" if out else "in_service"
-    return await _event(conn, row, subject, kind, at, actor, reason, {})
+    return await _event(conn, row, subject, kind, at=at, actor=actor, comment=reason)
 
 
 async def comment(
@@ -156,7 +166,7 @@ async def comment(
     if not text.strip():
         raise AlarmActionRefused("a comment needs text")
     row, subject = await _lock(conn, alarm_id)
-    return await _event(conn, row, subject, "commented", at, actor, text, {})
+    return await _event(conn, row, subject, "commented", at=at, actor=actor, comment=text)
 
 
 async def assign(
@@ -167,7 +177,8 @@ async def assign(
         "UPDATE alarms SET assignee = $2, updated_at = now() WHERE alarm_id = $1",
         alarm_id, assignee,
     )  # fmt: skip
-    return await _event(conn, row, subject, "assigned", at, actor, None, {"assignee": assignee})
+    return await _event(conn, row, subject, "assigned", at=at, actor=actor, comment=None,
+                        details={"assignee": assignee})  # fmt: skip
 
 
 async def expire_shelves(conn: asyncpg.Connection, *, at: datetime) -> list[EventRow]:
@@ -187,6 +198,8 @@ async def expire_shelves(conn: asyncpg.Connection, *, at: datetime) -> list[Even
         )
         row.shelved_us = None
         events.append(
-            await _event(conn, row, subject, "unshelved", at, "system", "shelve expired", {})
+            await _event(
+                conn, row, subject, "unshelved", at=at, actor="system", comment="shelve expired"
+            )
         )
     return events

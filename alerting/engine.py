@@ -146,7 +146,9 @@ class _Batch:
         # copy already): they are read once, by `_windows`, before it overwrites them.
         self.work = replace(
             self.before.copy_without_history(),
-            hist_t=self.before.hist_t, hist_v=self.before.hist_v, hist_n=self.before.hist_n,
+            hist_t=self.before.hist_t,
+            hist_v=self.before.hist_v,
+            hist_n=self.before.hist_n,
         )
         eval0 = self.before.eval_ts
         dup = np.zeros(len(pos), dtype=np.bool_)
@@ -161,6 +163,16 @@ class _Batch:
         self.valid_all = ~bad & ~flagged
         if ends.size:
             self.work.last_ts[:] = np.maximum(self.before.last_ts, self.t[ends - 1])
+        self._accepted_rows(accepted, bad, starts, ends)
+        self.work.eval_ts[:] = self.horizon
+        self._keys: tuple[IntArray, IntArray, int, int] | None = None
+        self._valid_rows: IntArray | None = None
+
+    def _accepted_rows(
+        self, accepted: BoolArray, bad: BoolArray, starts: IntArray, ends: IntArray
+    ) -> None:
+        """The accepted rows and what depends on them: horizon, life, x, last valid."""
+        eval0 = self.before.eval_ts
         # Accepted rows, compacted (nothing to compact in the usual case: no late rows).
         if self.late:
             a = np.flatnonzero(accepted)
@@ -189,7 +201,7 @@ class _Batch:
         self.life0 = life0
         # What thresholds compare: the value (or its magnitude) of valid readings, NaN for the
         # others (NaN neither sets nor resets a latch).
-        mag = rules.magnitude[self.spos]
+        mag = self.rules.magnitude[self.spos]
         x = np.abs(self.a_v) if mag.all() else self.a_v
         if mag.any() and not mag.all():
             x = np.where(mag[self.a_seg], np.abs(self.a_v), self.a_v)
@@ -199,9 +211,6 @@ class _Batch:
             last = np.maximum.reduceat(idx, a_starts)
             has = last >= 0
             self.work.last_valid[acc_seg[has]] = self.a_v[last[has]]
-        self.work.eval_ts[:] = self.horizon
-        self._keys: tuple[IntArray, IntArray, int, int] | None = None
-        self._valid_rows: IntArray | None = None
 
     @property
     def valid_rows(self) -> IntArray:
@@ -218,9 +227,13 @@ class _Batch:
         if not len(seg):
             return np.zeros(0)
         if self._keys is None:
-            base = min(int(self.a_t.min(initial=0)), int(ts.min())) - 1
-            span = max(int(self.a_t.max(initial=0)), int(ts.max())) - base + 1
-            shift = max(1, span.bit_length())
+            times = [int(ts.min()), int(ts.max())]
+            if len(self.a_t):
+                times += [int(self.a_t.min()), int(self.a_t.max())]
+            base = min(times) - 1
+            shift = max(1, (max(times) - base + 1).bit_length())
+            if shift + max(1, self.m.bit_length()) > 62:
+                raise ValueError("a batch spans too long a time for one evaluation; split it")
             key_a = (self.a_seg << shift) | (self.a_t - base)
             self._keys = (key_a, key_a[self.valid_rows], base, shift)
         key_a, key_v, base, shift = self._keys
@@ -304,8 +317,8 @@ def _quality(b: _Batch) -> Transitions:
         last = _last_flags(b.a_first)
         b.work.tier[b.a_seg[last], Rule.QUALITY] = tier[last]
     return Transitions.build(
-        Rule.QUALITY, b.spos[b.a_seg[moved]], b.a_t[moved], before[moved], tier[moved],
-        b.a_v[moved],
+        Rule.QUALITY, b.spos[b.a_seg[moved]], b.a_t[moved],
+        tiers=(before[moved], tier[moved]), value=b.a_v[moved],
     )  # fmt: skip
 
 
@@ -333,11 +346,11 @@ class _StaleSteps:
 def _stale_steps(
     rules: CompiledRules,
     pos: PosArray,
+    *,
     life: IntArray,
     clock: IntArray,
     until: IntArray,
     tier0: Int8Array,
-    *,
     inclusive: bool,
 ) -> _StaleSteps:
     """Stale timers after `life` (the last sign of life) that fire after `clock` and before
@@ -404,17 +417,19 @@ def _stale(b: _Batch) -> Transitions:
     clock = np.where(first, b.before.eval_ts[seg], previous_t)
     tier0 = np.where(first, b.before.tier[seg, Rule.STALE], 0).astype(np.int8)
     t = b.a_t[rows]
-    steps = _stale_steps(rules, pos, life, clock, t, tier0, inclusive=False)
+    steps = _stale_steps(rules, pos, life=life, clock=clock, until=t, tier0=tier0,
+                         inclusive=False)  # fmt: skip
     _, parts = _stale_transitions(steps, seg.astype(np.int32), tier0)
     out = []
     for g, ts, frm, to in parts:
-        out.append(Transitions.build(Rule.STALE, b.spos[g], ts, frm, to,
-                                     b.value_at(g.astype(np.int64), ts)))  # fmt: skip
+        value = b.value_at(g.astype(np.int64), ts)
+        out.append(Transitions.build(Rule.STALE, b.spos[g], ts, tiers=(frm, to), value=value))
     # The reading itself: stale back to 0.
     tier_before = steps.tier_b
     cleared = tier_before != 0
-    out.append(Transitions.build(Rule.STALE, pos[cleared], t[cleared], tier_before[cleared],
-                                 0, b.a_v[rows][cleared]))  # fmt: skip
+    value = b.a_v[rows][cleared]
+    out.append(Transitions.build(Rule.STALE, pos[cleared], t[cleared],
+                                 tiers=(tier_before[cleared], 0), value=value))  # fmt: skip
     b.work.tier[b.has_acc, Rule.STALE] = 0
     return Transitions.concat(out)
 
@@ -452,7 +467,9 @@ def _side(b: _Batch, side: int) -> tuple[SideTransitions, Transitions] | None:
     b.work.tier[:, Rule.HIGH + side] = st.tier_end
     value = b.value_at(st.seg, st.ts)
     rule = Rule.HIGH if side == 0 else Rule.LOW
-    return st, Transitions.build(rule, b.spos[st.seg], st.ts, st.from_tier, st.to_tier, value)
+    return st, Transitions.build(
+        rule, b.spos[st.seg], st.ts, tiers=(st.from_tier, st.to_tier), value=value
+    )
 
 
 def _side_events(
@@ -484,40 +501,13 @@ def _side_events(
 
 
 def _windows(b: _Batch, derived: list[tuple[PosArray, IntArray, FloatArray]] | None) -> Transitions:
+    """Rate and trend tiers, and derived rates (when `derived` collects them)."""
+    built = _history(b)
+    if built is None:
+        return Transitions.empty()
+    history, hseg, at = built
     rules = b.rules
-    need = rules.needs_history[b.spos]
-    if not need.any():
-        return Transitions.empty()
-    rows = np.flatnonzero(b.valid_all & need[b.seg])
-    if not len(rows):
-        return Transitions.empty()
-    row_seg_m = b.seg[rows]
-    hseg = np.flatnonzero(need & (np.bincount(row_seg_m, minlength=b.m) > 0))
-    to_h = np.full(b.m, -1, dtype=np.int64)
-    to_h[hseg] = np.arange(len(hseg))
     hpos = b.spos[hseg]
-    before = b.before
-    widest = np.maximum(
-        np.maximum(rules.rate_window_us[hpos], rules.trend_window_us[hpos]),
-        rules.derive_window_us[hpos],
-    )
-    accepted_rows = b.accepted[rows]
-    # Per segment, the oldest time any window of this batch reaches back to (none: keep all).
-    acc_h = to_h[row_seg_m[accepted_rows]]
-    acc_t = b.t[rows[accepted_rows]]
-    firsts = first_of_segment(acc_h)
-    cutoff = np.full(len(hseg), NEVER, dtype=np.int64)
-    cutoff[acc_h[firsts]] = acc_t[firsts] - widest[acc_h[firsts]]
-    history = History.build(
-        rules, hpos, before.hist_t[hseg], before.hist_v[hseg], before.hist_n[hseg],
-        to_h[row_seg_m], b.t[rows], b.v[rows],
-        cutoff=cutoff, all_new=bool(accepted_rows.all()),
-    )  # fmt: skip
-    hist_t, hist_v, hist_n = history.remembered()
-    b.work.hist_t[hseg] = hist_t
-    b.work.hist_v[hseg] = hist_v
-    b.work.hist_n[hseg] = hist_n
-    at = history.batch_at[accepted_rows]  # entries evaluated: accepted valid readings
     out = []
     eval_pos = hpos[history.seg[at]]
     for rule, windows in ((Rule.RATE, rules.rate_window_us), (Rule.TREND, rules.trend_window_us)):
@@ -531,11 +521,11 @@ def _windows(b: _Batch, derived: list[tuple[PosArray, IntArray, FloatArray]] | N
             per_min = history.rate_per_min(at_r, start, window, history.x)
             tier = rate_tier(rules, pos_r, per_min)
         else:
-            tier = _trend(rules, history, at_r, start, window, pos_r)
+            tier = _trend(rules, history, at=at_r, start=start, window=window, pos=pos_r)
         m_seg = hseg[history.seg[at_r]]
         first = first_of_segment(m_seg)
-        out.append(_tier_moves(b, rule, m_seg, first, _last_flags(first), tier,
-                               history.v[at_r], history.t[at_r]))  # fmt: skip
+        out.append(_tier_moves(b, rule, m_seg=m_seg, first=first, tier=tier,
+                               value=history.v[at_r], ts=history.t[at_r]))  # fmt: skip
     if derived is not None:
         for k in range(rules.rate_out.shape[0]):
             out_pos = rules.rate_out[k][eval_pos]
@@ -552,9 +542,50 @@ def _windows(b: _Batch, derived: list[tuple[PosArray, IntArray, FloatArray]] | N
     return Transitions.concat(out)
 
 
+def _history(b: _Batch) -> tuple[History, IntArray, IntArray] | None:
+    """The remembered and new valid readings of sensors with windows, the segments they
+    belong to (indices into the batch's segments), and the entries to evaluate (accepted
+    readings). Writes the new remembered history into the working rows."""
+    rules = b.rules
+    need = rules.needs_history[b.spos]
+    if not need.any():
+        return None
+    rows = np.flatnonzero(b.valid_all & need[b.seg])
+    if not len(rows):
+        return None
+    row_seg_m = b.seg[rows]
+    hseg = np.flatnonzero(need & (np.bincount(row_seg_m, minlength=b.m) > 0))
+    to_h = np.full(b.m, -1, dtype=np.int64)
+    to_h[hseg] = np.arange(len(hseg))
+    hpos = b.spos[hseg]
+    widest = np.maximum(
+        np.maximum(rules.rate_window_us[hpos], rules.trend_window_us[hpos]),
+        rules.derive_window_us[hpos],
+    )
+    accepted_rows = b.accepted[rows]
+    # Per segment, the oldest time any window of this batch reaches back to (none: keep all).
+    acc_h = to_h[row_seg_m[accepted_rows]]
+    acc_t = b.t[rows[accepted_rows]]
+    firsts = first_of_segment(acc_h)
+    cutoff = np.full(len(hseg), NEVER, dtype=np.int64)
+    cutoff[acc_h[firsts]] = acc_t[firsts] - widest[acc_h[firsts]]
+    before = b.before
+    history = History.build(
+        rules, hpos, hist_t=before.hist_t[hseg], hist_v=before.hist_v[hseg],
+        hist_n=before.hist_n[hseg], row_seg=to_h[row_seg_m], row_t=b.t[rows], row_v=b.v[rows],
+        cutoff=cutoff, all_new=bool(accepted_rows.all()),
+    )  # fmt: skip
+    hist_t, hist_v, hist_n = history.remembered()
+    b.work.hist_t[hseg] = hist_t
+    b.work.hist_v[hseg] = hist_v
+    b.work.hist_n[hseg] = hist_n
+    return history, hseg, history.batch_at[accepted_rows]
+
+
 def _trend(
     rules: CompiledRules,
     history: History,
+    *,
     at: IntArray,
     start: IntArray,
     window: IntArray,
@@ -579,9 +610,9 @@ def _trend(
 def _tier_moves(
     b: _Batch,
     rule: Rule,
+    *,
     m_seg: IntArray,
     first: BoolArray,
-    last: BoolArray,
     tier: Int8Array,
     value: FloatArray,
     ts: IntArray,
@@ -589,9 +620,10 @@ def _tier_moves(
     """Transitions of a tier evaluated at readings, against the carried tier."""
     before = shift_in_segment(tier, first, b.before.tier[m_seg, rule])
     moved = tier != before
+    last = _last_flags(first)
     b.work.tier[m_seg[last], rule] = tier[last]
-    return Transitions.build(rule, b.spos[m_seg[moved]], ts[moved], before[moved], tier[moved],
-                             value[moved])  # fmt: skip
+    return Transitions.build(rule, b.spos[m_seg[moved]], ts[moved],
+                             tiers=(before[moved], tier[moved]), value=value[moved])  # fmt: skip
 
 
 def _imbalance(b: _Batch) -> list[tuple[PosArray, IntArray, FloatArray]]:
@@ -664,8 +696,9 @@ def tick(rules: CompiledRules, state: EngineState, now_us: int) -> Step:
     expire = enabled & hold[:, None] & rows.raw & (hold_due <= now_us)
     life = rows.last_ts
     steps = _stale_steps(
-        rules, np.arange(n, dtype=np.int32), life, rows.eval_ts,
-        np.full(n, now_us, dtype=np.int64), rows.tier[:, Rule.STALE], inclusive=True,
+        rules, np.arange(n, dtype=np.int32), life=life, clock=rows.eval_ts,
+        until=np.full(n, now_us, dtype=np.int64), tier0=rows.tier[:, Rule.STALE],
+        inclusive=True,
     )  # fmt: skip
     stale_fired = steps.fire_a & (steps.tier_a != rows.tier[:, Rule.STALE])
     stale_fired_b = steps.fire_b & (steps.tier_b != steps.tier_a)
@@ -700,15 +733,17 @@ def tick(rules: CompiledRules, state: EngineState, now_us: int) -> Step:
         st = side_transitions(side, events, before.delayed, before.tier[:, Rule.HIGH + side])
         work.tier[:, Rule.HIGH + side] = st.tier_end
         rule = Rule.HIGH if side == 0 else Rule.LOW
-        out.append(Transitions.build(rule, sub_pos[st.seg], st.ts, st.from_tier, st.to_tier,
-                                     before.last_valid[st.seg]))  # fmt: skip
+        out.append(Transitions.build(rule, sub_pos[st.seg], st.ts,
+                                     tiers=(st.from_tier, st.to_tier),
+                                     value=before.last_valid[st.seg]))  # fmt: skip
         sides[side] = st
     # Stale.
     s = _StaleSteps(*(getattr(steps, name)[index] for name in _StaleSteps.__slots__))
     tier0 = before.tier[:, Rule.STALE]
     _, parts = _stale_transitions(s, np.arange(len(index), dtype=np.int32), tier0)
     for g, ts, frm, to in parts:
-        out.append(Transitions.build(Rule.STALE, sub_pos[g], ts, frm, to, before.last_valid[g]))
+        out.append(Transitions.build(Rule.STALE, sub_pos[g], ts, tiers=(frm, to),
+                                     value=before.last_valid[g]))  # fmt: skip
     work.tier[:, Rule.STALE] = s.tier_b
     stale_ts = np.maximum(
         np.where(s.fire_a & (s.tier_a != tier0), s.ts_a, NEVER),

@@ -150,7 +150,7 @@ def delayed_latch(rules: CompiledRules, index: int, seg: Segments) -> LatchEnd:
     pos = seg.pos[run_seg]
     delay = np.where(run_r, rules.on_delay_us[index][pos], rules.off_delay_us[pos])
     due = run_start + delay
-    qualified = due <= run_end
+    qualified: BoolArray = due <= run_end
     d0 = seg.delayed[run_seg, index]
     d_after = latch(qualified & run_r, qualified & ~run_r, first, d0)
     d_before = shift_in_segment(d_after, first, d0)

@@ -350,8 +350,11 @@ def compile_rules(
         offline_tier=tiers(lambda s: s.stale.offline_tier if s.stale else 0),
         quality_tier=tiers(lambda s: s.quality_tier),
         stale_min_us=ints(
-            lambda s: min(s.stale.after_us, s.stale.offline_after_us or s.stale.after_us)
-            if s.stale else 0
+            lambda s: (
+                min(s.stale.after_us, s.stale.offline_after_us or s.stale.after_us)
+                if s.stale
+                else 0
+            )
         ),
         first_limit=np.vstack(
             [

@@ -7,9 +7,12 @@ segment starts, and run a latch or a forward fill along each segment with one
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import numpy as np
 import numpy.typing as npt
 
+G = TypeVar("G", bound=np.generic)
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
@@ -79,8 +82,8 @@ def last_true_index(mask: BoolArray, first: BoolArray) -> IntArray:
 
 
 def shift_in_segment(
-    values: npt.NDArray[np.generic], first: BoolArray, initial: npt.NDArray[np.generic]
-) -> npt.NDArray[np.generic]:
+    values: npt.NDArray[G], first: BoolArray, initial: npt.NDArray[G]
+) -> npt.NDArray[G]:
     """The previous row's value within the segment; `initial` (per row) at segment starts."""
     out = np.empty_like(values)
     if len(values):

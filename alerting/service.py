@@ -184,9 +184,9 @@ async def rebuild_state(
         if r["last_valid"] is not None:
             rows.last_valid[i] = r["last_valid"]
     for r in await store.load_engine_state(conn):
-        i = position.get(r["sensor_id"])
-        if i is None:
+        if r["sensor_id"] not in position:
             continue  # a sensor no longer active
+        i = position[r["sensor_id"]]
         rows.eval_ts[i] = max(int(rows.eval_ts[i]), r["state_ts_us"])
         rows.raw[i] = [(r["raw"] >> b) & 1 for b in range(8)]
         rows.delayed[i] = [(r["delayed"] >> b) & 1 for b in range(8)]

@@ -7,6 +7,7 @@ writes go through `unnest` of arrays, one statement per table per batch.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -105,7 +106,7 @@ class AlarmRow:
 
 
 def _nan_to_none(value: float | None) -> float | None:
-    return None if value is None or value != value else value
+    return None if value is None or math.isnan(value) else value
 
 
 async def insert_alarms(conn: asyncpg.Connection, rows: Sequence[AlarmRow]) -> None:

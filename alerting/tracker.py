@@ -10,6 +10,7 @@ the state diagram.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -56,7 +57,7 @@ def suppressed(row: AlarmRow, ts_us: int) -> bool:
 
 
 def payload(
-    event_id: int, row: AlarmRow, subject: Subject, kind: str, ts_us: int, tier: int,
+    event_id: int, row: AlarmRow, subject: Subject, *, kind: str, ts_us: int, tier: int,
     value: float | None, actor: str | None = None,
 ) -> str:  # fmt: skip
     """The compact JSON notification of one event (well under pg_notify's 8000 bytes)."""
@@ -73,7 +74,7 @@ def payload(
         "colour": Tier(tier).colour,
         "state": row.state,
         "ts": iso(ts_us),
-        "value": None if value is None or value != value else value,
+        "value": None if value is None or math.isnan(value) else value,
         "predicted": row.predicted,
         "suppressed": suppressed(row, ts_us),
     }
@@ -105,11 +106,11 @@ class Lifecycle:
     def apply(self, subject: Subject, rule: str, t: Transition) -> None:
         key = subject.key(rule)
         row = self.open.get(key)
-        value = None if t.value != t.value else t.value
+        value = None if math.isnan(t.value) else t.value
         if t.to_tier > 0 and (row is None or row.state == "cleared_unacked" or t.from_tier == 0):
             if row is None:
                 row = self._open(key, subject, rule, t)
-                self._event(row, subject, "raised", t, value, {})
+                self._event(row, subject, "raised", t, value=value, details={})
                 return
             if row.state == "cleared_unacked":
                 row.state = "active_unacked"
@@ -117,10 +118,12 @@ class Lifecycle:
                 row.tier = t.to_tier
                 row.max_tier = max(row.max_tier, t.to_tier)
                 row.value = value
-                self._event(row, subject, "raised", t, value, {"reopened": True})
+                self._event(row, subject, "raised", t, value=value, details={"reopened": True})
                 return
-            log.warning("engine raised %s %s while episode %d is %s; recorded as a tier move",
-                        subject.sensor_key or subject.asset_key, rule, row.alarm_id, row.state)  # fmt: skip
+            log.warning(
+                "engine raised %s %s while episode %d is %s; recorded as a tier move",
+                subject.sensor_key or subject.asset_key, rule, row.alarm_id, row.state,
+            )  # fmt: skip
         if row is None:
             log.warning("engine cleared %s %s with no open episode; ignored",
                         subject.sensor_key or subject.asset_key, rule)  # fmt: skip
@@ -135,13 +138,13 @@ class Lifecycle:
                 del self.open[key]
             else:
                 row.state = "cleared_unacked"
-            self._event(row, subject, "cleared", t, value, {"from": t.from_tier})
+            self._event(row, subject, "cleared", t, value=value, details={"from": t.from_tier})
             return
         kind = "escalated" if t.to_tier > row.tier else "deescalated"
         row.tier = t.to_tier
         row.max_tier = max(row.max_tier, t.to_tier)
         row.value = value
-        self._event(row, subject, kind, t, value, {"from": t.from_tier})
+        self._event(row, subject, kind, t, value=value, details={"from": t.from_tier})
 
     def _open(self, key: Key, subject: Subject, rule: str, t: Transition) -> AlarmRow:
         row = AlarmRow(
@@ -154,7 +157,7 @@ class Lifecycle:
             tier=t.to_tier,
             max_tier=t.to_tier,
             predicted=t.predicted,
-            value=None if t.value != t.value else t.value,
+            value=None if math.isnan(t.value) else t.value,
             message=f"{subject.sensor_key or subject.asset_key} {rule}",
             raised_us=t.ts_us,
             new=True,
@@ -164,8 +167,8 @@ class Lifecycle:
         return row
 
     def _event(
-        self, row: AlarmRow, subject: Subject, kind: str, t: Transition, value: float | None,
-        details: dict[str, object],
+        self, row: AlarmRow, subject: Subject, kind: str, t: Transition, *,
+        value: float | None, details: dict[str, object],
     ) -> None:  # fmt: skip
         self.touched[id(row)] = row
         self.events.append(_Planned(row, subject, kind, t.ts_us, t.to_tier, value, details))
@@ -198,7 +201,7 @@ async def record(
     keys = {s.key(rule) for s, rule, _ in ordered}
     sensor_keys = [(k[0], k[2]) for k in keys if k[0] is not None]
     asset_keys = [(k[1], k[2]) for k in keys if k[0] is None]
-    found = await store.lock_open_alarms(conn, sensor_keys, asset_keys)  # type: ignore[arg-type]
+    found = await store.lock_open_alarms(conn, sensor_keys, asset_keys)
     life = Lifecycle({_record_key(r): _row(r) for r in found})
     existing = {id(row) for row in life.open.values()}
     for subject, rule, t in ordered:
@@ -222,7 +225,9 @@ async def record(
             actor=ENGINE,
             comment=None,
             details=orjson.dumps(p.details).decode(),
-            payload=payload(event_id, p.row, p.subject, p.kind, p.ts_us, p.tier, p.value),
+            payload=payload(
+                event_id, p.row, p.subject, kind=p.kind, ts_us=p.ts_us, tier=p.tier, value=p.value
+            ),
         )
         for p, event_id in zip(life.events, event_ids, strict=True)
     ]
@@ -234,8 +239,7 @@ async def _inherit_suppression(conn: asyncpg.Connection, rows: list[AlarmRow]) -
     sensor_keys = [(r.sensor_id, r.rule) for r in rows if r.sensor_id is not None]
     asset_keys = [(r.asset_id, r.rule) for r in rows if r.sensor_id is None]
     previous = {
-        _record_key(p): p
-        for p in await store.previous_suppression(conn, sensor_keys, asset_keys)  # type: ignore[arg-type]
+        _record_key(p): p for p in await store.previous_suppression(conn, sensor_keys, asset_keys)
     }
     for row in rows:
         key = (row.sensor_id, row.asset_id if row.sensor_id is None else 0, row.rule)

@@ -45,11 +45,14 @@ class Transitions:
         rule: npt.ArrayLike,
         subject: npt.ArrayLike,
         ts_us: npt.ArrayLike,
-        from_tier: npt.ArrayLike,
-        to_tier: npt.ArrayLike,
+        *,
+        tiers: tuple[npt.ArrayLike, npt.ArrayLike],
         value: npt.ArrayLike,
         predicted: npt.ArrayLike | None = None,
     ) -> Self:
+        """Columns from arrays or scalars (broadcast); `tiers` is (from, to); `predicted`
+        defaults to "is a trend rule"."""
+        from_tier, to_tier = tiers
         subjects = np.atleast_1d(np.asarray(subject, dtype=np.int32))
         n = len(subjects)
 
@@ -69,7 +72,7 @@ class Transitions:
 
     @classmethod
     def empty(cls) -> Self:
-        return cls.build([], [], [], [], [], [])
+        return cls.build([], [], [], tiers=([], []), value=[])
 
     @classmethod
     def concat(cls, parts: list[Transitions]) -> Transitions:

@@ -137,6 +137,6 @@ def vote_transitions(rules: CompiledRules, before: Rows, changes: MemberChanges)
     before_tier = shift_in_segment(g_tier, first_of_segment(g_vote), tier0[g_vote])
     moved = g_tier != before_tier
     return Transitions.build(
-        Rule.VOTE, g_vote[moved], g_eff[moved], before_tier[moved], g_tier[moved],
-        g_count[moved].astype(np.float64), False,
+        Rule.VOTE, g_vote[moved], g_eff[moved], tiers=(before_tier[moved], g_tier[moved]),
+        value=g_count[moved].astype(np.float64), predicted=False,
     )  # fmt: skip

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from alerting.rules import CompiledRules
-from alerting.segments import BoolArray, IntArray, first_of_segment
+from alerting.segments import BoolArray, IntArray
 from alerting.state import NEVER
 
 FloatArray = npt.NDArray[np.float64]
@@ -42,6 +42,7 @@ class History:
         cls,
         rules: CompiledRules,
         pos: npt.NDArray[np.int32],
+        *,
         hist_t: IntArray,
         hist_v: FloatArray,
         hist_n: npt.NDArray[np.int32],
@@ -117,7 +118,9 @@ class History:
         seg = self.seg[at]
         low = np.maximum(self.t[at] - window_us - self._key_base, 0)
         start = np.searchsorted(self._key, (seg << self._key_shift) | low, side="left")
-        return np.maximum(np.maximum(start, at - self.history_len + 1), self.seg_start[seg])
+        counted = np.maximum(start, at - self.history_len + 1)
+        first: IntArray = np.maximum(counted, self.seg_start[seg])
+        return first
 
     def covered(self, at: IntArray, start: IntArray, window_us: IntArray) -> BoolArray:
         """Windows whose readings span at least half of the window (two readings or more)."""
@@ -130,6 +133,7 @@ class History:
         """(values[at] - values[start]) per minute; NaN where the window is not covered."""
         with np.errstate(divide="ignore", invalid="ignore"):
             r = (values[at] - values[start]) / ((self.t[at] - self.t[start]) / 1e6) * 60.0
+        r = np.asarray(r, dtype=np.float64)
         return np.where(self.covered(at, start, window_us), r, np.nan)
 
     def slope(self, at: IntArray, start: IntArray) -> tuple[FloatArray, IntArray]:

@@ -39,11 +39,12 @@ from hazwatch.domain import US_PER_S, ReadingBatch
 
 T0 = 1_790_000_000 * US_PER_S
 
+PIPE = {"setpoint_mpa": 0.3, "mop_mpa": 0.4, "min_supply_mpa": 0.2}
 # (kind, params, share of sensors, normal value, noise)
 MIX = [
     ("co", {}, 0.30, 5.0, 1.0),
     ("combustible_gas", {}, 0.15, 2.0, 0.5),
-    ("pipeline_pressure", {"setpoint_mpa": 0.3, "mop_mpa": 0.4, "min_supply_mpa": 0.2}, 0.15, 0.3, 0.004),
+    ("pipeline_pressure", PIPE, 0.15, 0.3, 0.004),
     ("holder_level", {}, 0.05, 50.0, 0.2),
     ("flow", {}, 0.10, 1000.0, 5.0),
     ("electric_field", {}, 0.10, 0.2, 0.1),
@@ -63,7 +64,7 @@ def build_city(
     for kind, params, share, base, sd in MIX:
         spec = kind_spec(kind)
         rules = spec.default_rules(params)
-        for _ in range(int(round(share * n_sensors))):
+        for _ in range(round(share * n_sensors)):
             sid = len(sensors) + 1
             sensors.append(sensor_rules(sid, rules, spec.period_s))
             normal.append(base)

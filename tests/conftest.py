@@ -41,11 +41,12 @@ async def create_db(name: str, *, template: str | None = None) -> None:
         while True:
             try:
                 await admin.execute(f'CREATE DATABASE "{name}"{clause}')
-                return
             except asyncpg.ObjectInUseError:
                 if asyncio.get_running_loop().time() > deadline:
                     raise
                 await asyncio.sleep(0.1)  # the scheduler's visit is brief; nothing to await
+            else:
+                return
     finally:
         await admin.close()
 

@@ -23,7 +23,7 @@ import asyncpg
 from alerting.service import AlarmService
 from hazwatch.domain import ReadingBatch
 from hazwatch.registry.snapshot import RegistrySnapshot
-from tests.alarm_harness import S, T0, insert_readings
+from tests.alarm_harness import T0, S, insert_readings
 
 SLICES = 60
 GRACE_S = 2
@@ -85,12 +85,12 @@ async def run_feed(
                 assert op.now_us is not None
                 adopt = await service.tick(conn, op.now_us)
             if report:
-                print(f"begin {i}", flush=True)  # noqa: T201 - the parent test reads this
+                print(f"begin {i}", flush=True)
             if i == pause_at:
                 await asyncio.sleep(30)  # the parent kills us here, mid-transaction
         adopt()
         if report:
-            print(f"done {i}", flush=True)  # noqa: T201
+            print(f"done {i}", flush=True)
 
 
 async def _main() -> None:

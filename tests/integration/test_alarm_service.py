@@ -17,7 +17,7 @@ from hazwatch.errors import AlarmActionRefused
 from hazwatch.registry.parse import load_registry
 from hazwatch.registry.snapshot import RegistrySnapshot
 from hazwatch.registry.store import store_registry
-from tests.alarm_harness import EPOCH_T0, S, T0, ingest, readings, tick
+from tests.alarm_harness import EPOCH_T0, T0, S, ingest, readings, tick
 
 pytestmark = pytest.mark.integration
 
@@ -30,10 +30,25 @@ async def _minimal(db: asyncpg.Connection) -> tuple[RegistrySnapshot, AlarmServi
     return snapshot, await AlarmService.start(db, snapshot, now_us=T0)
 
 
-def _hear(heard: list[dict[str, object]], payload: str, rule: str = "high") -> None:
-    event = orjson.loads(payload)
-    if event["rule"] == rule:
-        heard.append(event)
+class Heard:
+    """Notifications of one rule, and a way to wait until `n` have arrived."""
+
+    def __init__(self, rule: str = "high") -> None:
+        self.rule = rule
+        self.events: list[dict[str, object]] = []
+        self._changed = asyncio.Event()
+
+    def __call__(self, *args: object) -> None:
+        event = orjson.loads(str(args[3]))
+        if event["rule"] == self.rule:
+            self.events.append(event)
+            self._changed.set()
+
+    async def wait_for(self, n: int) -> None:
+        async with asyncio.timeout(5):
+            while len(self.events) < n:
+                self._changed.clear()
+                await self._changed.wait()
 
 
 def _id(snapshot: RegistrySnapshot, key: str) -> int:
@@ -60,9 +75,9 @@ async def test_co_episode_raises_escalates_clears_and_notifies(
 ) -> None:
     snapshot, service = await _minimal(db)
     co1 = _id(snapshot, "gh1-det/co1")
-    heard: list[dict[str, object]] = []
+    heard = Heard()
     listener = await asyncpg.connect(db_url)
-    await listener.add_listener("hazwatch_alarm_events", lambda *args: _hear(heard, args[3]))
+    await listener.add_listener("hazwatch_alarm_events", heard)
     try:
         # CO defaults: 24/40/80/160 ppm, deadband 2, on-delay 10 s, off-delay 300 s, red at once.
         await ingest(db, service, readings([(co1, t, 30.0) for t in range(0, 15, 5)]))
@@ -70,9 +85,7 @@ async def test_co_episode_raises_escalates_clears_and_notifies(
         await ingest(db, service, readings([(co1, 30, 170.0)]))
         await ingest(db, service, readings([(co1, 35, 5.0), (co1, 40, 5.0)]))
         await tick(db, service, T0 + 345 * S)  # 300 s after the value fell, plus the grace
-        deadline = asyncio.get_running_loop().time() + 5
-        while len(heard) < 4 and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.02)
+        await heard.wait_for(4)
     finally:
         await listener.close()
     assert await _events(db) == [
@@ -85,11 +98,12 @@ async def test_co_episode_raises_escalates_clears_and_notifies(
     assert alarm is not None
     assert alarm["state"] == "cleared_unacked"
     assert alarm["max_tier"] == 4
-    assert [h["kind"] for h in heard] == ["raised", "escalated", "escalated", "cleared"]
-    assert heard[2]["colour"] == "red"
-    assert heard[2]["sensor"] == "gh1-det/co1"
-    assert heard[2]["suppressed"] is False
-    assert all(len(orjson.dumps(h)) < 8000 for h in heard)
+    events = heard.events
+    assert [h["kind"] for h in events] == ["raised", "escalated", "escalated", "cleared"]
+    assert events[2]["colour"] == "red"
+    assert events[2]["sensor"] == "gh1-det/co1"
+    assert events[2]["suppressed"] is False
+    assert all(len(orjson.dumps(h)) < 8000 for h in events)
 
 
 async def test_acknowledge_then_clear_closes_and_double_ack_is_refused(
@@ -188,18 +202,16 @@ async def test_shelved_alarm_is_recorded_but_suppressed_until_it_expires(
     async with db.transaction():
         await actions.shelve(db, alarm_id, actor="ann", at=EPOCH_T0, duration=timedelta(minutes=10),
                              reason="detector being replaced")  # fmt: skip
-    heard: list[dict[str, object]] = []
+    heard = Heard()
     listener = await asyncpg.connect(db_url)
-    await listener.add_listener("hazwatch_alarm_events", lambda *args: _hear(heard, args[3]))
+    await listener.add_listener("hazwatch_alarm_events", heard)
     try:
         await ingest(db, service, readings([(co1, t, 1.0) for t in range(10, 400, 10)]))
         await tick(db, service, T0 + 700 * S)
-        deadline = asyncio.get_running_loop().time() + 5
-        while len(heard) < 2 and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.02)
+        await heard.wait_for(2)
     finally:
         await listener.close()
-    assert [(h["kind"], h["suppressed"]) for h in heard] == [
+    assert [(h["kind"], h["suppressed"]) for h in heard.events] == [
         ("cleared", True),
         ("unshelved", False),
     ]

@@ -64,7 +64,7 @@ def timeline(
             expected = reference.evaluate(batch)
             step = engine.evaluate(rules, state, batch)
         got = step.transitions.to_list()
-        assert [t[:5] + (t.predicted,) for t in got] == [t[:5] + (t.predicted,) for t in expected]
+        assert [(*t[:5], t.predicted) for t in got] == [(*t[:5], t.predicted) for t in expected]
         state = state.updated(step.delta)
         out += [(t.rule.label, t.subject, (t.ts_us - T0) / S, t.from_tier, t.to_tier) for t in got]
     return out
