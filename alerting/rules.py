@@ -135,14 +135,13 @@ def sensor_rules(
     where = key or f"sensor {sensor_id}"
     if spec.enabled is False:
         return SensorRules(sensor_id=sensor_id)
+    try:
+        spec.check_effective()
+    except ValueError as exc:
+        raise RuleCompileError(f"{where}: {exc}") from None
     on_s = spec.on_delay_s or 0.0
     off_s = spec.off_delay_s or 0.0
     hold_s = spec.hold_s or 0.0
-    if hold_s and (on_s or off_s):
-        raise RuleCompileError(
-            f"{where}: hold_s (an event stream) cannot be combined with on_delay_s/off_delay_s; "
-            "the hold is the dwell"
-        )
     on_us = _us(on_s)
     red_on = 0 if spec.red_immediate else on_us
     stale = None

@@ -94,12 +94,15 @@ def _pipeline_pressure(p: Params) -> RuleSpec:
     )
 
 
-def _relative_high(basis: str, fractions: tuple[float | None, ...]) -> Callable[[Params], RuleSpec]:
+def _relative_high(
+    basis: str, fractions: tuple[float | None, ...], *, magnitude: bool = False
+) -> Callable[[Params], RuleSpec]:
     def build(p: Params) -> RuleSpec:
         b = p[basis]
         limits = [None if f is None else b * f for f in fractions]
         return RuleSpec(
             high=TierLimits(blue=limits[0], yellow=limits[1], orange=limits[2], red=limits[3]),
+            magnitude=magnitude,
             deadband=b * 0.02,
             on_delay_s=5.0,
             off_delay_s=30.0,
@@ -185,7 +188,9 @@ def _kinds() -> dict[str, KindSpec]:
                      deadband=1.0, on_delay_s=4.0, off_delay_s=60.0,
                      stale=_STALE, quality=_QUALITY))),
         KindSpec("piston_speed", "m/min", "Gas-holder piston speed (measured or derived)",
-                 -10, 10, 1.0, _relative_high("design_max_m_per_min", (None, 0.8, 1.0, 1.2)),
+                 -10, 10, 1.0,
+                 # Up or down: the limits are on the speed's magnitude.
+                 _relative_high("design_max_m_per_min", (None, 0.8, 1.0, 1.2), magnitude=True),
                  params=("design_max_m_per_min",)),
         KindSpec("piston_tilt", "mm", "Gas-holder piston tilt",
                  0, 1000, 5.0, _relative_high("design_allowable_mm", (0.5, 0.7, 0.85, 1.0)),

@@ -121,6 +121,14 @@ class RuleSpec(_Spec):
             self.low.check_order(rising=False)
         return self
 
+    def check_effective(self) -> None:
+        """Checks of a sensor's effective rules (defaults with overrides laid over them)."""
+        if self.hold_s and (self.on_delay_s or self.off_delay_s):
+            raise ValueError(
+                "hold_s (an event stream: a reading counts for hold_s) cannot be combined "
+                "with on_delay_s or off_delay_s; the hold is the dwell"
+            )
+
     def overlay(self, override: RuleSpec | None) -> RuleSpec:
         """This spec with every field the override sets replaced (one level deep: a given
         `high` replaces the whole `high`, so a tier can be switched off with null)."""

@@ -86,6 +86,7 @@ class _SensorBase(_Entry):
                 f"kind {self.kind} has no default limits: give rules.high or rules.low "
                 "from the plant's DCS/SIS set points"
             )
+        self.effective_rules().check_effective()
         return self
 
     @property
