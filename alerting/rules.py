@@ -233,6 +233,12 @@ class CompiledRules:
     rate_window_us_of: npt.NDArray[np.int64]  # (K, n)
     rate_scale: npt.NDArray[np.float64]  # (K, n)
     imbalance: npt.NDArray[np.int32]  # (J, 3): input a, input b, output
+    # Votes as arrays: one entry per (vote, member), and each vote's k and tier.
+    vote_of_member: npt.NDArray[np.int64]
+    member_pos: npt.NDArray[np.int64]
+    members_by_pos: npt.NDArray[np.int64]  # entries ordered by member position
+    vote_at: npt.NDArray[np.int8]
+    vote_k: npt.NDArray[np.int64]
     _index: Mapping[int, int] = field(repr=False)
     _lookup: npt.NDArray[np.int32] = field(repr=False)
 
@@ -364,9 +370,22 @@ def compile_rules(
         needs_history=(rate_window > 0) | (trend_window > 0) | (derive_window > 0),
         derive_window_us=derive_window,
         **_derive_arrays(n, derives),
+        **_vote_arrays(votes),
         _index={sid: i for i, sid in enumerate(ids)},
         _lookup=lookup,
     )
+
+
+def _vote_arrays(votes: Sequence[VoteSpec]) -> dict[str, npt.NDArray[Any]]:
+    vote_of_member = np.array([i for i, v in enumerate(votes) for _ in v.members], np.int64)
+    member_pos = np.array([m for v in votes for m in v.members], dtype=np.int64)
+    return {
+        "vote_of_member": vote_of_member,
+        "member_pos": member_pos,
+        "members_by_pos": np.argsort(member_pos, kind="stable").astype(np.int64),
+        "vote_at": np.array([v.at for v in votes], dtype=np.int8),
+        "vote_k": np.array([v.k for v in votes], dtype=np.int64),
+    }
 
 
 def _derive_arrays(n: int, derives: Sequence[DeriveRule]) -> dict[str, npt.NDArray[Any]]:

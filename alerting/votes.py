@@ -87,17 +87,15 @@ def vote_transitions(rules: CompiledRules, before: Rows, changes: MemberChanges)
     votes = rules.votes
     if not votes or not len(changes.pos):
         return Transitions.empty()
-    member_vote = np.concatenate([np.full(len(v.members), i) for i, v in enumerate(votes)])
-    member_pos = np.concatenate([np.array(v.members, dtype=np.int64) for v in votes])
-    at = np.array([v.at for v in votes], dtype=np.int8)
-    k = np.array([v.k for v in votes], dtype=np.int64)
+    member_vote, member_pos = rules.vote_of_member, rules.member_pos
+    at, k = rules.vote_at, rules.vote_k
     tier0_member = np.maximum(before.tier[:, Rule.HIGH], before.tier[:, Rule.LOW])
     in0 = tier0_member[member_pos] >= at[member_vote]
     count0 = np.bincount(member_vote, weights=in0, minlength=len(votes)).astype(np.int64)
     clock0 = np.full(len(votes), NEVER, dtype=np.int64)
     np.maximum.at(clock0, member_vote, before.member_ts[member_pos])
     # Expand each change to the votes its sensor is a member of.
-    by_pos = np.argsort(member_pos, kind="stable")
+    by_pos = rules.members_by_pos
     sorted_pos = member_pos[by_pos]
     lo = np.searchsorted(sorted_pos, changes.pos, side="left")
     hi = np.searchsorted(sorted_pos, changes.pos, side="right")
