@@ -161,6 +161,7 @@ class MqttCollector:
         self._builder = ColumnBuilder()
         self._burst = self._new_burst()
         self._now_us = 0
+        self._redelivered = False  # DUP flag of the message being handled
         self.acks_sent = 0
         self.acks_dropped = 0  # acks of a connection that is gone: the broker redelivers
 
@@ -432,6 +433,7 @@ class MqttCollector:
             topic_text = None
         topic = None if topic_text is None else self._topic(topic_text)
         payload = message.payload
+        self._redelivered = bool(message.dup)
         if topic is None:
             self._refuse(topic_text, Reason.BAD_TOPIC, "not <root>/<site>/<device>/<kind>", payload)
         elif topic.kind == "telemetry":
@@ -497,7 +499,9 @@ class MqttCollector:
         self, topic: str | None, reason: str, detail: str, payload: bytes | bytearray
     ) -> None:
         self._burst.quarantine.append(
-            self._quarantine.record(SOURCE, topic, reason, detail, payload)
+            self._quarantine.record(
+                SOURCE, topic, reason, detail, payload, redelivered=self._redelivered
+            )
         )
 
     @staticmethod

@@ -4,6 +4,10 @@
 COPYs them into the `quarantine` table. Records survive a database outage in a bounded buffer
 (count and bytes); `put` waits when it is full, `put_nowait` drops and counts
 (`hazwatch_ingest_quarantine_dropped_total`). Reasons are short codes (ingest.decode.Reason).
+
+A message the broker redelivers (its DUP flag) is recorded once if its first copy's record is
+still waiting or was committed lately by this process; only a crash between a commit and the
+acknowledgement makes a second record, so quarantine is at-least-once, like readings.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ class QuarantineRecord:
     reason: str
     detail: str | None
     payload: bytes | None
+    redelivered: bool = False  # the broker's DUP flag; not stored
 
 
 async def _write(conn: asyncpg.Connection, records: Sequence[QuarantineRecord]) -> None:
@@ -63,6 +68,10 @@ class QuarantineSink:
             capacity=max_records,
             size_of=lambda r: len(r.payload or b"") + len(r.detail or "") + 200,
             capacity_size=max_bytes,
+            # A redelivered message refused again while its record still waits is one record.
+            key_of=lambda r: (r.source, r.topic, r.reason, r.payload),
+            rejoins=lambda r: r.redelivered,
+            on_new=lambda r: metrics.quarantined.labels(r.source, r.reason).inc(),
             on_drop=lambda _r: metrics.quarantine_dropped.inc(),
         )
 
@@ -77,12 +86,13 @@ class QuarantineSink:
         reason: str,
         detail: str | None,
         payload: bytes | bytearray | None,
+        *,
+        redelivered: bool = False,
     ) -> QuarantineRecord:
         if payload is not None and len(payload) > TRUNCATED_PAYLOAD_BYTES and reason == "too_large":
             payload = payload[:TRUNCATED_PAYLOAD_BYTES]
         if detail is not None and len(detail) > MAX_DETAIL_CHARS:
             detail = detail[:MAX_DETAIL_CHARS]
-        self._metrics.quarantined.labels(source, reason).inc()
         return QuarantineRecord(
             received_at=datetime.fromtimestamp(self._clock(), UTC),
             source=source,
@@ -90,6 +100,7 @@ class QuarantineSink:
             reason=reason,
             detail=detail,
             payload=None if payload is None else bytes(payload),
+            redelivered=redelivered,
         )
 
     async def put(

@@ -138,3 +138,57 @@ async def rollup_matches_readings(db: asyncpg.Connection) -> None:
     raw = await db.fetchval("SELECT count(*) FROM readings WHERE quality < 64")
     rolled = await db.fetchval("SELECT coalesce(sum(count), 0) FROM readings_1m")
     assert rolled == raw
+
+
+class TcpProxy:
+    """A loopback TCP proxy the test can cut: open connections reset, new ones refused."""
+
+    def __init__(self, target_host: str, target_port: int, port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = port
+        self._server: asyncio.Server | None = None
+        self._conns: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+
+    async def cut(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._conns):
+            writer.transport.abort()
+        self._conns.clear()
+
+    async def close(self) -> None:
+        await self.cut()  # aborted transports end every pipe, so the handlers return
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._conns.update((writer, up_writer))
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            await asyncio.gather(
+                self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True
+            )
+        finally:
+            self._tasks.discard(task)
+            for w in (writer, up_writer):
+                self._conns.discard(w)
+                w.transport.abort()
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        writer.transport.abort()
