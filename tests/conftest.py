@@ -59,6 +59,24 @@ async def drop_db(name: str) -> None:
         await admin.close()
 
 
+async def _seal_template(name: str) -> None:
+    """Keep everyone out of the template, so CREATE DATABASE ... TEMPLATE never finds it busy.
+
+    TimescaleDB starts a background scheduler in every database that has the extension; it
+    would hold a session on the template. With connections disallowed it cannot come back.
+    """
+    admin = await _admin()
+    try:
+        await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = $1 AND pid <> pg_backend_pid()",
+            name,
+        )
+    finally:
+        await admin.close()
+
+
 @pytest.fixture(scope="session")
 async def template_db() -> AsyncIterator[str]:
     name = f"hw_tmpl_{RUN_ID}"
@@ -68,6 +86,7 @@ async def template_db() -> AsyncIterator[str]:
         await migrate(conn)
     finally:
         await conn.close()
+    await _seal_template(name)
     yield name
     await drop_db(name)
 
