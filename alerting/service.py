@@ -46,7 +46,6 @@ class AlarmCounters:
     unknown: int = 0
     transitions: int = 0
     events: int = 0
-    rebuilds: int = 0
     by_rule: dict[str, int] = field(default_factory=dict)
 
 
@@ -80,7 +79,9 @@ class AlarmService:
         history_len: int | None = None,
     ) -> AlarmService:
         """Compile the snapshot's rules and rebuild the engine state from the database.
-        `now_us` starts the stale timers of sensors that have never reported."""
+        `now_us` starts the stale timers of sensors that have never reported. `conn` must not
+        see uncommitted readings of a batch still to be evaluated (they would count as
+        evaluated): use a connection of its own, not the one inside ingest's transaction."""
         rules = compile_snapshot(snapshot, history_len=history_len)
         subjects = [
             Subject(s.sensor_id, s.key, s.asset_id, s.asset_key, s.site_id, s.site_key)
@@ -104,7 +105,7 @@ class AlarmService:
     ) -> Callable[[], None]:
         """Evaluate the inserted rows and write the consequences in `conn`'s transaction;
         run the returned callback after the commit."""
-        await self._rebuild_if_needed(conn)
+        self._check_state()
         step = engine.evaluate(self.rules, self.state, inserted)
         await self._write(conn, step)
         self.counters.readings += step.accepted + step.late
@@ -115,7 +116,7 @@ class AlarmService:
     async def tick(self, conn: asyncpg.Connection, now_us: int) -> Callable[[], None]:
         """Fire timers due by `now_us` minus the grace (readings still in flight are not made
         late by a timer) and expire shelves; same contract as `on_batch`."""
-        await self._rebuild_if_needed(conn)
+        self._check_state()
         step = engine.tick(self.rules, self.state, now_us - self._timer_grace_us)
         await self._write(conn, step)
         expired = await actions.expire_shelves(conn, at=EPOCH + timedelta(microseconds=now_us))
@@ -128,8 +129,8 @@ class AlarmService:
         def adopt() -> None:
             if self._version != base:
                 # Two steps were computed from the same state: the database has both, the
-                # memory only one. Read the state back before the next step.
-                log.error("alarm steps overlapped; the state is rebuilt from the database")
+                # memory only one. Refuse to go on until started again from the database.
+                log.error("alarm steps overlapped; the service must be started again")
                 self._needs_rebuild = True
                 return
             self.state.apply(step.delta)
@@ -137,12 +138,16 @@ class AlarmService:
 
         return adopt
 
-    async def _rebuild_if_needed(self, conn: asyncpg.Connection) -> None:
+    @property
+    def needs_rebuild(self) -> bool:
+        """True after two steps were adopted out of order: start a new service."""
+        return self._needs_rebuild
+
+    def _check_state(self) -> None:
         if self._needs_rebuild:
-            self.state = await rebuild_state(conn, self.rules, never_seen_since_us=None)
-            self._needs_rebuild = False
-            self._version += 1
-            self.counters.rebuilds += 1
+            raise RuntimeError(
+                "the alarm state no longer matches the database: start the service again"
+            )
 
     async def _write(self, conn: asyncpg.Connection, step: Step) -> None:
         await store.insert_derived(conn, step.derived)

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 from prometheus_client import CollectorRegistry, start_http_server
 
+from alerting.bridge import IngestAlarms
 from hazwatch.cli.common import DatabaseUrlOption, run, setup
 from ingest.metrics import IngestMetrics
 from ingest.service import IngestService, run_until_signalled
@@ -21,6 +22,9 @@ def ingest_cmd(
         ),
     ] = None,
     mqtt: Annotated[bool, typer.Option(help="run the MQTT collector")] = True,
+    alarms: Annotated[
+        bool, typer.Option(help="evaluate alarms in each batch's transaction")
+    ] = True,
 ) -> None:
     """Collect readings over MQTT into the database until SIGINT/SIGTERM.
 
@@ -34,7 +38,14 @@ def ingest_cmd(
         start_http_server(port, addr="127.0.0.1", registry=registry)
 
     async def go() -> None:
-        service = IngestService(settings, metrics, mqtt=mqtt)
+        if alarms:
+            engine = IngestAlarms(settings.database)
+            service = IngestService(
+                settings, metrics, mqtt=mqtt,
+                hook=engine.hook, tick=engine.tick, on_registry=engine.on_registry,
+            )  # fmt: skip
+        else:
+            service = IngestService(settings, metrics, mqtt=mqtt)
         await run_until_signalled(service)
 
     run(go())

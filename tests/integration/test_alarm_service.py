@@ -17,7 +17,7 @@ from hazwatch.errors import AlarmActionRefused
 from hazwatch.registry.parse import load_registry
 from hazwatch.registry.snapshot import RegistrySnapshot
 from hazwatch.registry.store import store_registry
-from tests.alarm_harness import EPOCH_T0, T0, S, ingest, readings, tick
+from tests.alarm_harness import EPOCH_T0, T0, S, ingest, insert_readings, readings, tick
 
 pytestmark = pytest.mark.integration
 
@@ -218,3 +218,34 @@ async def test_shelved_alarm_is_recorded_but_suppressed_until_it_expires(
     assert (
         await db.fetchval("SELECT shelved_until FROM alarms WHERE alarm_id = $1", alarm_id) is None
     )
+
+
+async def test_a_failed_transaction_leaves_the_engine_as_it_was(db: asyncpg.Connection) -> None:
+    snapshot, service = await _minimal(db)
+    co1 = _id(snapshot, "gh1-det/co1")
+    batch = readings([(co1, 0, 200.0)])
+
+    async def fail_before_commit() -> None:
+        async with db.transaction():
+            inserted = await insert_readings(db, batch)
+            await service.on_batch(db, inserted)  # its callback is never called
+            raise ConnectionError("the database went away before the commit")
+
+    with pytest.raises(ConnectionError):
+        await fail_before_commit()
+    assert await db.fetchval("SELECT count(*) FROM alarm_events") == 0
+    assert await ingest(db, service, batch) == 1  # offered again: evaluated again
+    assert await _events(db) == [("gh1-det/co1", "high", "raised", 4, 0.0)]
+
+
+async def test_steps_adopted_out_of_order_stop_the_service(db: asyncpg.Connection) -> None:
+    snapshot, service = await _minimal(db)
+    co1 = _id(snapshot, "gh1-det/co1")
+    async with db.transaction():
+        first = await service.on_batch(db, readings([(co1, 0, 1.0)]))
+        second = await service.on_batch(db, readings([(co1, 5, 1.0)]))
+    first()
+    second()  # computed from the same state as the first: refused
+    assert service.needs_rebuild
+    with pytest.raises(RuntimeError, match="start the service again"):
+        await service.on_batch(db, readings([(co1, 10, 1.0)]))
