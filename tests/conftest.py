@@ -7,6 +7,7 @@ migrating again) and it is dropped afterwards. Set HAZWATCH_TEST_PG to point els
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -33,7 +34,33 @@ async def create_db(name: str, *, template: str | None = None) -> None:
     admin = await _admin()
     try:
         clause = f' TEMPLATE "{template}"' if template else ""
-        await admin.execute(f'CREATE DATABASE "{name}"{clause}')
+        for attempt in range(50):
+            try:
+                await admin.execute(f'CREATE DATABASE "{name}"{clause}')
+                return
+            except asyncpg.ObjectInUseError:
+                # TimescaleDB's background-worker scheduler may still hold a session on the
+                # template; it cannot reconnect once connections are disallowed (see below).
+                if template is None or attempt == 49:
+                    raise
+                await admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+                    template,
+                )
+                await asyncio.sleep(0.1)
+    finally:
+        await admin.close()
+
+
+async def seal_template(name: str) -> None:
+    """Keep every session, TimescaleDB's scheduler included, out of the template database:
+    CREATE DATABASE ... TEMPLATE fails while anyone is connected to it."""
+    admin = await _admin()
+    try:
+        await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+        )
     finally:
         await admin.close()
 
@@ -55,6 +82,7 @@ async def template_db() -> AsyncIterator[str]:
         await migrate(conn)
     finally:
         await conn.close()
+    await seal_template(name)
     yield name
     await drop_db(name)
 
