@@ -37,7 +37,6 @@ async def create_db(name: str, *, template: str | None = None) -> None:
         for attempt in range(50):
             try:
                 await admin.execute(f'CREATE DATABASE "{name}"{clause}')
-                return
             except asyncpg.ObjectInUseError:
                 # TimescaleDB's background-worker scheduler may still hold a session on the
                 # template; it cannot reconnect once connections are disallowed (see below).
@@ -48,6 +47,8 @@ async def create_db(name: str, *, template: str | None = None) -> None:
                     template,
                 )
                 await asyncio.sleep(0.1)
+            else:
+                return
     finally:
         await admin.close()
 
