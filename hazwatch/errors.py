@@ -5,7 +5,8 @@ HazwatchError
 │   ├── DatabaseUnavailable      the server cannot be reached or timed out (API: 503)
 │   └── MigrationError
 │       └── ExtensionMissing     TimescaleDB is not installed on the server
-└── RegistryError                the registry file is invalid; carries every problem
+├── RegistryError                the registry file is invalid; carries every problem
+└── ModbusConfigError            a Modbus map the collector cannot poll as written
 """
 
 from __future__ import annotations
@@ -53,3 +54,7 @@ class RegistryError(HazwatchError):
         self.problems = tuple(problems)
         lines = "\n".join(f"  {p}" for p in self.problems)
         super().__init__(f"{source}: {len(self.problems)} problem(s)\n{lines}")
+
+
+class ModbusConfigError(HazwatchError):
+    pass
