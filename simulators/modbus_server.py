@@ -186,6 +186,7 @@ class ModbusSimServer:
         self._faults: dict[int | None, UnitFault] = {}
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._handlers: set[asyncio.Task[object]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
     # --- control -----------------------------------------------------------------------------
@@ -212,6 +213,8 @@ class ModbusSimServer:
             writer.close()
         for task in list(self._tasks):
             task.cancel()
+        if self._handlers:  # let connection handlers see their closed streams and end
+            await asyncio.wait(list(self._handlers), timeout=1.0)
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
@@ -244,6 +247,9 @@ class ModbusSimServer:
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         self._writers.add(writer)
+        handler = asyncio.current_task()
+        if handler is not None:
+            self._handlers.add(handler)
         framer = self._new_framer()
         buffer = b""
         try:
@@ -263,6 +269,8 @@ class ModbusSimServer:
             log.debug("modbus simulator %s:%d: connection ends: %s", self.host, self.port, exc)
         finally:
             self._writers.discard(writer)
+            if handler is not None:
+                self._handlers.discard(handler)
             writer.close()
 
     def _fault(self, unit: int) -> UnitFault | None:

@@ -82,6 +82,25 @@ class ListSink:
         return rows[-1] if rows else None
 
 
+class PollLog(list[PollRecord]):
+    """The collector's poll records; a test awaits a condition on them (re-checked after
+    every poll)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._event = asyncio.Event()
+
+    def record(self, poll: PollRecord) -> None:
+        self.append(poll)
+        self._event.set()
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout_s: float) -> None:
+        async with asyncio.timeout(timeout_s):
+            while not predicate():
+                self._event.clear()
+                await self._event.wait()
+
+
 @dataclass
 class ListQuarantine:
     items: list[tuple[str, str, str, str, bytes]] = field(default_factory=list)
@@ -97,7 +116,7 @@ class Rig:
     snapshot: RegistrySnapshot
     sink: ListSink
     quarantine: ListQuarantine
-    polls: list[PollRecord]
+    polls: PollLog
     metrics: CollectorRegistry
 
     def sensor_id(self, key: str) -> int:
@@ -116,13 +135,13 @@ async def rig(
     settings: ModbusSettings | None = None,
 ) -> AsyncIterator[Rig]:
     """Simulators for the snapshot on free ports and a running collector polling them."""
-    sink, quarantine, polls = ListSink(), ListQuarantine(), []
+    sink, quarantine, polls = ListSink(), ListQuarantine(), PollLog()
     metrics = CollectorRegistry()
     async with SimFleet(snap, source, any_port=True) as fleet:
         target = fleet.retarget(snap)
         collector = ModbusCollector(
             target, sink, quarantine=quarantine, settings=settings, registry=metrics,
-            on_poll=polls.append,
+            on_poll=polls.record,
         )  # fmt: skip
         async with collector:
             task = asyncio.create_task(collector.run())
