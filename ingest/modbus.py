@@ -442,10 +442,11 @@ class ModbusLine:
         if device.up is not True:
             now = self._clock.monotonic()
             level = logging.DEBUG if device.up is None else device.limiter.level(now, logging.INFO)
-            probe = " (probe succeeded)" if closed else ""
-            log.log(level, "modbus device %s (unit %d on %s) is answering again%s%s",
-                    device.plan.key, device.plan.unit, self.name, probe,
-                    _suppressed(device.limiter))  # fmt: skip
+            how = "answering" if device.up is None else "answering again"
+            if closed:
+                how += " (probe succeeded)"
+            log.log(level, "modbus device %s (unit %d on %s) is %s%s", device.plan.key,
+                    device.plan.unit, self.name, how, _suppressed(device.limiter))  # fmt: skip
             device.up = True
             self._metrics.up.labels(device.plan.key).set(1)
 

@@ -118,6 +118,44 @@ class UnitFault:
     probability: float = 1.0
 
 
+FAULT_KINDS = ("dead", "slow", "exception", "junk", "drop")
+
+
+def parse_fault(text: str) -> tuple[str, UnitFault]:
+    """`DEVICE=KIND[:ARG][@PROBABILITY]`: dead, slow:SECONDS, exception:CODE, junk, drop.
+
+    >>> parse_fault("lel-gw3=slow:2.0@0.5")[1].delay_s
+    2.0
+    """
+    device, sep, spec = text.partition("=")
+    spec, _, probability = spec.partition("@")
+    kind, _, arg = spec.partition(":")
+    try:
+        fault = _fault(kind, arg, float(probability) if probability else 1.0)
+    except ValueError as exc:
+        raise ValueError(f"fault {text!r}: {exc}") from None
+    if not sep or not device:
+        raise ValueError(f"fault {text!r}: expected DEVICE=KIND[:ARG][@PROBABILITY]")
+    return device, fault
+
+
+def _fault(kind: str, arg: str, probability: float) -> UnitFault:
+    if not 0 < probability <= 1:
+        raise ValueError("probability must be in (0, 1]")
+    if kind == "slow":
+        return UnitFault(delay_s=float(arg or "2.0"), probability=probability)
+    if kind == "exception":
+        code = int(arg or "4", 0)
+        if not 1 <= code <= 15:
+            raise ValueError("exception codes are 1-15")
+        return UnitFault(exception=code, probability=probability)
+    if kind in ("dead", "junk", "drop") and not arg:
+        return UnitFault(
+            dead=kind == "dead", junk=kind == "junk", drop=kind == "drop", probability=probability
+        )
+    raise ValueError(f"unknown kind {kind!r}; kinds: {', '.join(FAULT_KINDS)}")
+
+
 @dataclass(frozen=True, slots=True)
 class SimUnit:
     """What one unit serves: its device's resolved points and status words."""
@@ -384,6 +422,13 @@ class SimFleet:
             list(snapshot.sites.values()), list(snapshot.assets.values()), devices,
             list(snapshot.sensors),
         )  # fmt: skip
+
+    async def power_cycles(self, device_key: str, every_s: float, off_s: float) -> None:
+        """Power-cycle the port serving a device every `every_s` seconds, until cancelled."""
+        server, _ = self.server_of(device_key)
+        while True:
+            await asyncio.sleep(every_s)
+            await server.power_cycle(off_s)
 
     async def __aenter__(self) -> Self:
         for server in self.servers.values():
