@@ -92,7 +92,7 @@ class ModbusSettings(_Group):
         3, ge=1, description="consecutive failed polls before a unit on a shared line is skipped"
     )
     probe_min_s: float = Field(2.0, gt=0, description="first wait before probing a skipped unit")
-    probe_max_s: float = Field(60.0, gt=0, description="longest wait between probes")
+    probe_max_s: float = Field(30.0, gt=0, description="longest wait between probes")
     log_quiet_s: float = Field(
         300.0, ge=0, description="a device's state changes within this time log at debug"
     )

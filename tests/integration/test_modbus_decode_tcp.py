@@ -130,3 +130,22 @@ async def test_out_of_range_and_nan_go_to_quarantine_not_readings() -> None:
         assert reasons == {"not_finite", "out_of_range"}
         assert all(item[0] == "modbus" for item in r.quarantine.items)
         assert r.collector.stats()["odd"].rejected == len(r.quarantine.items)
+
+
+async def test_rtu_frames_over_tcp() -> None:
+    snap = snapshot("""
+      - key: rtu
+        asset: a
+        protocol: modbus
+        modbus: {host: 127.0.0.1, port: 1505, unit: 3, framer: rtu, word_order: DCBA,
+                 poll_groups: {default: 0.2}}
+        sensors:
+          - {channel: co, kind: co, modbus: {address: 4, type: float32}}
+          - {channel: lel, kind: combustible_gas, modbus: {address: 0, scale: 0.1}}
+    """)
+    source = FixedSource({"rtu": {"co": 42.5, "lel": 12.3}})
+    async with rig(snap, source) as r:
+        co, lel = r.sensor_id("rtu/co"), r.sensor_id("rtu/lel")
+        await r.sink.wait_for(lambda _: bool(r.sink.of(co)), 10)
+        assert r.sink.of(co)[0].value == 42.5 and r.sink.of(co)[0].quality == Quality.GOOD
+        assert r.sink.of(lel)[0].value == pytest.approx(12.3)

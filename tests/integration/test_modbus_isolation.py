@@ -4,6 +4,7 @@ bad-quality readings and never good ones, and the collector recovers without bus
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import socket
@@ -102,7 +103,7 @@ async def test_slow_unit_late_answers_never_become_a_neighbours_readings() -> No
 async def test_exception_replies_set_the_quality_and_store_no_value(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="ingest.modbus")
+    caplog.set_level(logging.WARNING, logger="ingest")
     snap = snapshot(gateway())
     async with rig(snap, values()) as r:
         r.fleet.set_fault("u4", UnitFault(exception=2))  # illegal data address
@@ -204,3 +205,33 @@ async def test_refused_connection_backs_off_without_a_busy_loop() -> None:
     rows = sink.of(dead.devices["u1"].sensors[0].sensor_id)
     assert len(rows) >= 3 and all(r.quality == Quality.COMM_REFUSED for r in rows)
     assert collector.stats()["u1"].polls_failed["refused"] == len(rows)
+
+
+async def test_connection_attempts_that_hang_time_out_and_back_off() -> None:
+    """A port whose accept queue is full drops our SYNs, like a firewall DROP rule."""
+    with socket.socket() as listener, socket.socket() as filler:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))  # fills the backlog; never accepted
+        dead = snapshot(gateway(1, port=port, period_s=0.5))
+        sink, registry = ListSink(), CollectorRegistry()
+        settings = ModbusSettings(connect_timeout_s=0.3)
+        collector = ModbusCollector(
+            dead, sink, quarantine=ListQuarantine(), settings=settings, registry=registry
+        )
+        async with collector:
+            task = asyncio.create_task(collector.run())
+            await sink.wait_for(lambda rows: len(rows) >= 6, 10)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    rows = sink.rows
+    assert all(math.isnan(r.value) and r.quality == Quality.COMM_TIMEOUT for r in rows)
+    attempts = registry.get_sample_value(
+        "hazwatch_modbus_connects_total",
+        {"line": f"127.0.0.1:{port}", "result": "connect_timeout"},
+    )
+    assert attempts is not None and attempts <= len(rows) // 2  # one per poll at most

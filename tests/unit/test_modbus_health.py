@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from ingest.modbus import plausible_mbap
 from ingest.modbus_health import Backoff, Breaker, LogLimiter
+from ingest.modbus_line import plausible_mbap
 
 
 def test_backoff_doubles_to_its_cap_with_jitter_and_resets() -> None:
