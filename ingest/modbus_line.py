@@ -73,6 +73,7 @@ _QUALITY = {
     Outcome.JUNK: int(Quality.PROTOCOL_ERROR),
     Outcome.DISCONNECTED: int(Quality.COMM_REFUSED),
     Outcome.REFUSED: int(Quality.COMM_REFUSED),
+    Outcome.SKIPPED: int(Quality.COMM_TIMEOUT),
 }
 
 
@@ -296,9 +297,13 @@ class ModbusLine:
             3: client.read_holding_registers,
             4: client.read_input_registers,
         }[read.fc]
+        try:  # pymodbus raises at once when the connection is already gone
+            pending = call(read.address, count=read.count, device_id=unit)
+        except ConnectionException as exc:
+            return Failure(Outcome.DISCONNECTED, str(exc))
         abort: asyncio.Future[Failure] = asyncio.get_running_loop().create_future()
         self._abort = abort
-        request = asyncio.ensure_future(call(read.address, count=read.count, device_id=unit))
+        request = asyncio.ensure_future(pending)
         try:
             done, _ = await asyncio.wait(
                 (request, abort), timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
