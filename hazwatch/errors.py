@@ -5,7 +5,9 @@ HazwatchError
 │   ├── DatabaseUnavailable      the server cannot be reached or timed out (API: 503)
 │   └── MigrationError
 │       └── ExtensionMissing     TimescaleDB is not installed on the server
-└── RegistryError                the registry file is invalid; carries every problem
+├── RegistryError                the registry file is invalid; carries every problem
+├── ScenarioError                a simulator scenario is invalid or names what the registry lacks
+└── SimulatorError               a simulator cannot run (broker unreachable, impossible options)
 """
 
 from __future__ import annotations
@@ -53,3 +55,17 @@ class RegistryError(HazwatchError):
         self.problems = tuple(problems)
         lines = "\n".join(f"  {p}" for p in self.problems)
         super().__init__(f"{source}: {len(self.problems)} problem(s)\n{lines}")
+
+
+class ScenarioError(HazwatchError):
+    """A scenario file is invalid; carries every problem, like RegistryError."""
+
+    def __init__(self, source: str, problems: Sequence[Problem]) -> None:
+        self.source = source
+        self.problems = tuple(problems)
+        lines = "\n".join(f"  {p}" for p in self.problems)
+        super().__init__(f"{source}: {len(self.problems)} problem(s)\n{lines}")
+
+
+class SimulatorError(HazwatchError):
+    pass
