@@ -89,13 +89,20 @@ def registers_to_raw(registers: Sequence[int], dtype: DataType, order: WordOrder
     return float(value)
 
 
-def raw_to_registers(raw: float, dtype: DataType, order: WordOrder) -> list[int]:
-    """Inverse of `registers_to_raw`. Integers are rounded and must fit the type."""
+def raw_to_registers(
+    raw: float, dtype: DataType, order: WordOrder, *, saturate: bool = False
+) -> list[int]:
+    """Inverse of `registers_to_raw`. Integers are rounded and must fit the type; with
+    `saturate` they are clamped to it instead (NaN becomes 0), as a device's output does."""
     if dtype in (DataType.BITS, DataType.BOOL):
-        return [int(raw) & 0xFFFF]
+        return [int(raw) & 0xFFFF if math.isfinite(raw) else 0]
     packed: int | float = raw
     if dtype in _INTEGER_LIMITS:
         low, high = _INTEGER_LIMITS[dtype]
+        if saturate:
+            raw = 0.0 if math.isnan(raw) else min(max(raw, low), high)
+        elif not math.isfinite(raw):
+            raise ValueError(f"{raw} does not fit {dtype}")
         packed = round(raw)
         if not low <= packed <= high:
             raise ValueError(f"{raw} does not fit {dtype}")
@@ -112,17 +119,19 @@ def engineering_value(raw: float, point: PointSpec, decimals: int | None) -> flo
     return value * point.scale + point.offset
 
 
-def encode_value(value: float, point: PointSpec, decimals: int | None = None) -> list[int]:
+def encode_value(
+    value: float, point: PointSpec, decimals: int | None = None, *, saturate: bool = False
+) -> list[int]:
     """Registers that decode to `value` (for the simulator). For a `bits` point the result
     is the mask when the value is non-zero, else 0; callers OR it into the shared register."""
     if point.mask is not None:
-        return [point.mask if value else 0]
+        return [point.mask if value and not math.isnan(value) else 0]
     if point.type is DataType.BOOL:
-        return [1 if value else 0]
+        return [1 if value and not math.isnan(value) else 0]
     raw = (value - point.offset) / point.scale
     if decimals is not None:
         raw *= 10.0**decimals
-    return raw_to_registers(raw, point.type, point.word_order)
+    return raw_to_registers(raw, point.type, point.word_order, saturate=saturate)
 
 
 def decimals_for(value: float, point: PointSpec, most: int = 3) -> int:
@@ -130,6 +139,8 @@ def decimals_for(value: float, point: PointSpec, most: int = 3) -> int:
     what a device with a decimals register reports."""
     low, high = _INTEGER_LIMITS.get(point.type, (-(2**15), 2**15 - 1))
     raw = (value - point.offset) / point.scale
+    if not math.isfinite(raw):
+        return 0
     for decimals in range(most, 0, -1):
         if low <= round(raw * 10**decimals) <= high:
             return decimals
@@ -429,7 +440,8 @@ def register_image(
 ) -> Mapping[tuple[int, int], int]:
     """Registers (by (fc, address)) that hold the given values and status: the simulator's
     view of a device. Bits points and fault masks are OR-ed into their shared register; a
-    status word with fault values holds the first of them while faulted."""
+    status word with fault values holds the first of them while faulted. Values beyond an
+    integer type saturate (NaN: 0), as a device's output does; floats carry NaN as it is."""
     image: dict[tuple[int, int], int] = {}
     bit_points: list[tuple[PointSpec, float]] = []
     for p, value in points:
@@ -440,7 +452,7 @@ def register_image(
         if p.decimals_address is not None:
             decimals = decimals_for(value, p)
             image[(p.fc, p.decimals_address)] = decimals
-        for i, register in enumerate(encode_value(value, p, decimals)):
+        for i, register in enumerate(encode_value(value, p, decimals, saturate=True)):
             image[(p.fc, p.address + i)] = register
     for word, fault in status:
         key = (word.fc, word.address)

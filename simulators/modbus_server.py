@@ -27,7 +27,7 @@ import math
 import random
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Protocol, Self
@@ -39,6 +39,7 @@ from pymodbus.pdu import DecodePDU, ExceptionResponse, ModbusPDU
 
 from hazwatch.registry.snapshot import DeviceInfo, RegistrySnapshot
 from ingest.modbus_decode import PointSpec, SensorPoint, StatusSpec, plan_device, register_image
+from simulators.simulation import Simulation
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +48,13 @@ MAX_BUFFER = 1024  # a client that sends more than this without a whole frame is
 
 @dataclass(frozen=True, slots=True)
 class DeviceSample:
-    """A device's state at one instant: channel values in engineering units, fault flag."""
+    """A device's state at one instant: channel values in engineering units (None: the device
+    has no value, served as NaN where the type allows), its fault flag, and whether it is
+    powered at all (`online=False`: it does not answer)."""
 
-    values: Mapping[str, float]
+    values: Mapping[str, float | None]
     fault: bool = False
+    online: bool = True
 
 
 class ValueSource(Protocol):
@@ -74,38 +78,18 @@ class FixedSource:
         return DeviceSample(self._values.get(device_key, {}), device_key in self._faults)
 
 
-class QuietSource:
-    """Plausible normal values for every channel of a snapshot, moving gently: inside the
-    sensor's no-alarm band, 0 for alarm bits and fault codes. A stand-in until the physical
-    models of `simulators` drive the servers."""
+class SimulationSource:
+    """The plant models of `simulators.simulation`, the same ones the MQTT publisher runs:
+    virtual second t of the servers is `sim.start_ms + 1000 t`. Over Modbus the devices'
+    state is read, not pushed, so the readings `advance_to` releases are dropped here."""
 
-    def __init__(self, snapshot: RegistrySnapshot, seed: int = 0) -> None:
-        rng = random.Random(seed)  # noqa: S311 - simulation, not cryptography
-        self._base: dict[str, dict[str, tuple[float, float, float]]] = {}
-        for device in snapshot.devices.values():
-            entry = self._base.setdefault(device.key, {})
-            for s in device.sensors:
-                discrete = s.unit in ("state", "code") or (
-                    s.modbus is not None and s.modbus.mask is not None
-                )
-                if discrete:
-                    entry[s.channel] = (0.0, 0.0, 0.0)
-                    continue
-                rules = s.rules
-                lows = [v for v in (rules.low.as_tuple() if rules.low else ()) if v is not None]
-                highs = [v for v in (rules.high.as_tuple() if rules.high else ()) if v is not None]
-                low = max([s.range_min, *lows])
-                high = min([s.range_max, *highs])
-                middle = low + (high - low) * (0.5 if lows else 0.3)
-                swing = (high - low) * 0.02
-                entry[s.channel] = (middle, swing, rng.uniform(0, 2 * math.pi))
+    def __init__(self, sim: Simulation) -> None:
+        self._sim = sim
 
     def sample(self, device_key: str, t: float) -> DeviceSample:
-        values = {
-            channel: middle + swing * math.sin(2 * math.pi * t / 60.0 + phase)
-            for channel, (middle, swing, phase) in self._base.get(device_key, {}).items()
-        }
-        return DeviceSample(values)
+        self._sim.advance_to(self._sim.start_ms + round(t * 1000))
+        state = self._sim.device_state(device_key)
+        return DeviceSample(state.values, state.status.fault, state.status.online)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +166,11 @@ class SimUnit:
         )
 
     def image(self, sample: DeviceSample) -> Mapping[tuple[int, int], int]:
-        points = [(p, sample.values[p.channel]) for p in self.points if p.channel in sample.values]
+        points = []
+        for p in self.points:
+            if p.channel in sample.values:
+                value = sample.values[p.channel]
+                points.append((p, math.nan if value is None else value))
         return register_image(points, [(w, sample.fault) for w in self.status])
 
 
@@ -311,6 +299,9 @@ class ModbusSimServer:
                 self._handlers.discard(handler)
             writer.close()
 
+    def _sample(self, unit: SimUnit) -> DeviceSample:
+        return self._source.sample(unit.key, self._time.now())
+
     def _fault(self, unit: int) -> UnitFault | None:
         fault = self._faults.get(unit) or self._faults.get(None)
         if fault is None or (fault.probability < 1.0 and self._rng.random() >= fault.probability):
@@ -323,6 +314,8 @@ class ModbusSimServer:
         unit = request.dev_id
         self.requests[unit] += 1
         fault = self._fault(unit)
+        if unit in self.units and not self._sample(self.units[unit]).online:
+            return  # switched off by the scenario (a dropout): no answer at all
         if fault is not None:
             if fault.dead:
                 return
@@ -354,7 +347,7 @@ class ModbusSimServer:
         if address + count > 65_536:
             return ExcCodes.ILLEGAL_ADDRESS
         unit = self.units[device_id]
-        image = unit.image(self._source.sample(unit.key, self._time.now()))
+        image = unit.image(self._sample(unit))
         values = [image.get((func_code, a), 0) for a in range(address, address + count)]
         if func_code in (1, 2):
             return [bool(v) for v in values]
@@ -367,7 +360,7 @@ class ModbusSimServer:
 
 
 class SimFleet:
-    """A server for every Modbus line (host, port) of a snapshot.
+    """A server for every Modbus line (host, port) of a snapshot (or of `devices` in it).
 
     With `any_port=True` each server binds a free port instead of the registry's, and
     `retarget(snapshot)` gives the snapshot pointed at where the servers really listen.
@@ -381,23 +374,26 @@ class SimFleet:
         any_port: bool = False,
         sim_time: SimTime | None = None,
         seed: int = 0,
+        devices: Collection[str] | None = None,
     ) -> None:
         lines: dict[tuple[str, int], list[DeviceInfo]] = {}
         for device in snapshot.devices.values():
+            if devices is not None and device.key not in devices:
+                continue
             if device.protocol == "modbus" and device.modbus is not None:
                 lines.setdefault((device.modbus.host, device.modbus.port), []).append(device)
         sim_time = sim_time or SimTime()
         self.servers: dict[tuple[str, int], ModbusSimServer] = {}
         self._where: dict[str, tuple[tuple[str, int], int]] = {}
-        for i, ((host, port), devices) in enumerate(sorted(lines.items())):
-            units = [SimUnit.of(d) for d in devices]
-            first = devices[0].modbus
+        for i, ((host, port), members) in enumerate(sorted(lines.items())):
+            units = [SimUnit.of(d) for d in members]
+            first = members[0].modbus
             assert first is not None
             self.servers[(host, port)] = ModbusSimServer(
                 host=host, port=0 if any_port else port, units=units, source=source,
                 framer=first.framer, sim_time=sim_time, seed=seed + i,
             )  # fmt: skip
-            for d in devices:
+            for d in members:
                 assert d.modbus is not None
                 self._where[d.key] = ((host, port), d.modbus.unit)
 

@@ -18,7 +18,7 @@ from hazwatch.registry.offline import snapshot_from_file
 from hazwatch.registry.parse import parse_registry
 from hazwatch.registry.snapshot import RegistrySnapshot
 from ingest.modbus import ModbusCollector, PollRecord
-from simulators.modbus_server import SimFleet, ValueSource
+from simulators.modbus_server import SimFleet, SimTime, ValueSource
 
 HEADER = """
 version: 1
@@ -133,11 +133,12 @@ async def rig(
     snap: RegistrySnapshot,
     source: ValueSource,
     settings: ModbusSettings | None = None,
+    sim_time: SimTime | None = None,
 ) -> AsyncIterator[Rig]:
     """Simulators for the snapshot on free ports and a running collector polling them."""
     sink, quarantine, polls = ListSink(), ListQuarantine(), PollLog()
     metrics = CollectorRegistry()
-    async with SimFleet(snap, source, any_port=True) as fleet:
+    async with SimFleet(snap, source, any_port=True, sim_time=sim_time) as fleet:
         target = fleet.retarget(snap)
         collector = ModbusCollector(
             target, sink, quarantine=quarantine, settings=settings, registry=metrics,
