@@ -31,7 +31,7 @@ from ingest.modbus_decode import (
     decode_group,
     failed_group,
 )
-from ingest.modbus_health import Backoff, Breaker, Clock, LogLimiter
+from ingest.modbus_health import JITTER, Backoff, Breaker, Clock, LogLimiter
 from ingest.modbus_metrics import ModbusMetrics
 
 log = logging.getLogger(__name__)
@@ -91,10 +91,11 @@ class Failure:
 
     @property
     def trips_breaker(self) -> bool:
-        """Failures that cost the shared line time: the ones a breaker protects against."""
+        """Failures that cost the shared line time or its connection: the ones a breaker
+        protects the neighbours from."""
         if self.outcome is Outcome.EXCEPTION:
             return self.exception_code in GATEWAY_SLOW_EXCEPTIONS
-        return self.outcome in (Outcome.TIMEOUT, Outcome.JUNK)
+        return self.outcome in (Outcome.TIMEOUT, Outcome.JUNK, Outcome.DISCONNECTED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,8 +194,10 @@ class ModbusLine:
         self._shared = len({d.plan.unit for d in devices}) > 1
         self._jobs = [_Job(d, g) for d in devices for g in d.plan.groups]
         shortest = min((j.group.period_s for j in self._jobs), default=1.0)
-        reconnect_cap = max(settings.reconnect_min_s, min(settings.reconnect_max_s, shortest))
-        self._backoff = Backoff(settings.reconnect_min_s, reconnect_cap)
+        # Capped so that even a jittered wait is at most the shortest period: a device that
+        # comes back is polled again within two periods.
+        reconnect_cap = min(settings.reconnect_max_s, shortest / (1 + JITTER))
+        self._backoff = Backoff(min(settings.reconnect_min_s, reconnect_cap), reconnect_cap)
         self._next_connect_at = 0.0
         self._line_failure: Failure | None = None
         self._line_timeouts = 0
@@ -352,6 +355,7 @@ class ModbusLine:
 
     async def _connect(self) -> None:
         timeout_s = self._settings.connect_timeout_s
+        began = self._clock.monotonic()
         try:
             async with asyncio.timeout(timeout_s):
                 ok = await self._client.connect()
@@ -371,12 +375,12 @@ class ModbusLine:
             self._line_failure = None
             self._line_timeouts = 0
             return
-        delay = self._backoff.next_delay(self._rng)
-        self._next_connect_at = now + delay
+        # From the attempt's start: with delays up to one period, the next poll may try again.
+        self._next_connect_at = began + self._backoff.next_delay(self._rng)
         if self._line_failure is None:
             log.log(
                 self._limiter.level(now, logging.WARNING),
-                "modbus line %s: %s; retrying every %.1f s at most (%d units affected)",
+                "modbus line %s: %s; retrying every %.2g s at most (%d units affected)",
                 self.name, failure.detail, self._backoff.max_s, len(self._devices),
             )  # fmt: skip
         self._line_failure = failure
