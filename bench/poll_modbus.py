@@ -5,8 +5,8 @@
 Layout: 8 gateways with 20 units each (Midas-like CO detectors and YA-K300-like LEL detectors,
 alternating gateways) and 40 pipeline RTUs on ports of their own: 48 TCP connections. Unit 7 on
 the first gateway never answers. The servers run in a separate process (`hazwatch simulate
-modbus`), so client and servers do not share an event loop; on this 2-core machine they still
-share the CPU.
+modbus`, the plant models in their quiet scenario), so client and servers do not share an event
+loop; on this 2-core machine they still share the CPU.
 
 Measured over the window after a warm-up (the dead unit is dead from the start, so the window
 holds its breaker's probes, each of which costs its gateway one request timeout):
