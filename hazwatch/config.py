@@ -75,6 +75,24 @@ class IngestSettings(_Group):
     db_retry_max_s: float = Field(
         10.0, gt=0, description="longest wait between attempts while the database is down"
     )
+    quarantine_max_records: int = Field(
+        10_000, ge=1, description="quarantine records held while the database is down"
+    )
+    quarantine_max_bytes: int = Field(
+        64 * 1024 * 1024, ge=1, description="bytes of quarantine records held likewise"
+    )
+    registry_refresh_s: float = Field(
+        60.0, gt=0, description="how often the running service re-reads the registry"
+    )
+    tick_interval_s: float = Field(
+        1.0, gt=0, description="period of the alarm engine's timer evaluation"
+    )
+    shutdown_timeout_s: float = Field(
+        30.0, gt=0, description="longest a clean shutdown waits for the last commits"
+    )
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="serve /metrics on this port (0: off; the API serves it)"
+    )
 
 
 class ModbusSettings(_Group):
