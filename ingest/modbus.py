@@ -1,7 +1,10 @@
 """Modbus TCP collection: the registry's Modbus devices polled on schedule into the batcher.
 
     async with ModbusCollector(snapshot, sink, quarantine=q, settings=s) as collector:
-        await collector.run()          # until cancelled
+        await collector.run()          # until stop_input() or cancellation
+
+It is a collector of `ingest.service.IngestService` (run / stop_input / aclose); `hazwatch
+ingest` runs it beside the MQTT collector, into the same batcher and quarantine.
 
 One `ModbusLine` per (host, port) owns one pymodbus client and one task: polls of the units
 behind a gateway never overlap (the task is the line's lock). Each poll group of each device
@@ -126,6 +129,8 @@ class ModbusCollector:
         ]  # fmt: skip
         for device in self._devices.values():
             self.metrics.up.labels(device.plan.key).set(math.nan)
+        self._stopped = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
 
     @property
     def plans(self) -> Mapping[str, DevicePlan]:
@@ -144,12 +149,28 @@ class ModbusCollector:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        for line in self.lines:
-            await line.close()
+        await self.aclose()
 
     async def run(self) -> None:
-        """Poll every line until cancelled; an unexpected error in any line surfaces here."""
+        """Poll every line until `stop_input()` (or cancellation); an unexpected error in any
+        line surfaces here."""
+        if self._stopped.is_set():
+            return
         log.info("modbus: polling %d devices on %d lines", len(self._devices), len(self.lines))
         async with asyncio.TaskGroup() as tasks:
-            for line in self.lines:
-                tasks.create_task(line.run(), name=f"modbus {line.name}")
+            self._tasks = [
+                tasks.create_task(line.run(), name=f"modbus {line.name}") for line in self.lines
+            ]
+            await self._stopped.wait()
+
+    def stop_input(self) -> None:
+        """Stop polling now: the polls in flight are abandoned, nothing more goes to the sink
+        (the ingest service closes the batcher right after)."""
+        self._stopped.set()
+        for task in self._tasks:
+            task.cancel()
+
+    async def aclose(self) -> None:
+        """Close every line's connection."""
+        for line in self.lines:
+            await line.close()

@@ -9,7 +9,8 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from hazwatch.cli.common import DatabaseUrlOption, run, setup
 from ingest.metrics import IngestMetrics
-from ingest.service import IngestService, run_until_signalled
+from ingest.modbus import ModbusCollector
+from ingest.service import CollectorFactory, IngestService, Pipeline, run_until_signalled
 
 
 def ingest_cmd(
@@ -21,10 +22,13 @@ def ingest_cmd(
         ),
     ] = None,
     mqtt: Annotated[bool, typer.Option(help="run the MQTT collector")] = True,
+    modbus: Annotated[
+        bool, typer.Option(help="poll the registry's Modbus devices (docs/modbus.md)")
+    ] = True,
 ) -> None:
-    """Collect readings over MQTT into the database until SIGINT/SIGTERM.
+    """Collect readings over MQTT and Modbus into the database until SIGINT/SIGTERM.
 
-    Messages are acknowledged to the broker only once their readings are committed.
+    MQTT messages are acknowledged to the broker only once their readings are committed.
     """
     settings = setup(database_url)
     registry = CollectorRegistry()
@@ -33,8 +37,16 @@ def ingest_cmd(
     if port:
         start_http_server(port, addr="127.0.0.1", registry=registry)
 
+    def modbus_collector(pipeline: Pipeline) -> ModbusCollector:
+        return ModbusCollector(
+            pipeline.registry, pipeline.batcher, quarantine=pipeline.quarantine,
+            settings=pipeline.settings.modbus, registry=registry,
+        )  # fmt: skip
+
+    collectors: list[CollectorFactory] = [modbus_collector] if modbus else []
+
     async def go() -> None:
-        service = IngestService(settings, metrics, mqtt=mqtt)
+        service = IngestService(settings, metrics, mqtt=mqtt, collectors=collectors)
         await run_until_signalled(service)
 
     run(go())

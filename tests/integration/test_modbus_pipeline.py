@@ -9,15 +9,18 @@ import contextlib
 
 import asyncpg
 from modbus_support import HEADER, ListQuarantine, PollLog, snapshot
+from prometheus_client import CollectorRegistry
 
-from hazwatch.config import DatabaseSettings
+from hazwatch.config import DatabaseSettings, IngestSettings, Settings
 from hazwatch.domain import Quality
 from hazwatch.registry.parse import parse_registry
 from hazwatch.registry.snapshot import RegistrySnapshot
 from hazwatch.registry.store import store_registry
 from ingest.batcher import Batcher, BatcherClosed
 from ingest.dbsession import Backoff, DbSession
+from ingest.metrics import IngestMetrics
 from ingest.modbus import ModbusCollector
+from ingest.service import IngestService, Pipeline
 from ingest.store import ReadingStore
 from simulators.modbus_server import FixedSource, SimFleet, UnitFault
 
@@ -94,3 +97,53 @@ async def test_modbus_readings_reach_timescaledb_through_the_shared_batcher(
     assert dead and all(v is None and q == Quality.COMM_TIMEOUT for v, q in dead)
     total = sum(s.polls_ok + sum(s.polls_failed.values()) for s in collector.stats().values())
     assert len(rows) == 2 * total  # every poll's readings stored, none lost, none doubled
+
+
+async def test_hazwatch_ingest_service_polls_modbus_into_readings_and_quarantine(
+    db_url: str, db: asyncpg.Connection
+) -> None:
+    """The ingest service runs the Modbus collector beside (here: instead of) MQTT, with its
+    batcher, store and quarantine writer; stopping it commits everything it read."""
+    source = FixedSource({"det1": {"lel": 12.3, "alarm": 0}, "det2": {"lel": 150.0, "alarm": 1},
+                          "det3": {"lel": 1.0, "alarm": 0}})  # fmt: skip
+    async with SimFleet(snapshot(DEVICES), source, any_port=True) as fleet:
+        fleet.set_fault("det3", UnitFault(dead=True))
+        port = next(iter(fleet.servers.values())).port
+        text = HEADER + DEVICES.replace("port: 1520", f"port: {port}")
+        await store_registry(db, parse_registry(text, source="test"))
+        settings = Settings(
+            database=DatabaseSettings(url=db_url), ingest=IngestSettings(db_retry_max_s=1.0)
+        )
+        registry = CollectorRegistry()
+        polls = PollLog()
+
+        def modbus(pipeline: Pipeline) -> ModbusCollector:
+            return ModbusCollector(
+                pipeline.registry, pipeline.batcher, quarantine=pipeline.quarantine,
+                settings=pipeline.settings.modbus, registry=registry, on_poll=polls.record,
+            )  # fmt: skip
+
+        service = IngestService(
+            settings, IngestMetrics.create(registry), mqtt=False, collectors=[modbus]
+        )
+        stop = asyncio.Event()
+        running = asyncio.create_task(service.run(stop))
+        await polls.wait_for(lambda: sum(p.device == "det2" for p in polls) >= 3, 20)
+        stop.set()
+        await running
+    polls = registry.get_sample_value(
+        "hazwatch_modbus_polls_total", {"device": "det1", "result": "ok"}
+    )
+    rows = await db.fetch(
+        """SELECT s.key, r.value, r.quality FROM readings r JOIN sensors s USING (sensor_id)"""
+    )
+    det1 = [(r["value"], r["quality"]) for r in rows if r["key"] == "det1/lel"]
+    assert polls and len(det1) == polls and set(det1) == {(12.3, Quality.GOOD)}
+    det2 = [(r["value"], r["quality"]) for r in rows if r["key"] == "det2/lel"]
+    assert det2 and set(det2) == {(None, Quality.BAD)}  # 150 %LEL is outside 0-100
+    dead = [(r["value"], r["quality"]) for r in rows if r["key"].startswith("det3/")]
+    assert dead and set(dead) == {(None, Quality.COMM_TIMEOUT)}
+    quarantined = await db.fetch("SELECT source, topic, reason FROM quarantine")
+    assert len(quarantined) == len(det2)  # every rejected value kept, with its reason
+    assert {(q["source"], q["reason"]) for q in quarantined} == {("modbus", "out_of_range")}
+    assert all(q["topic"].endswith("/2/det2/lel") for q in quarantined)
