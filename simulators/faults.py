@@ -19,7 +19,7 @@ import numpy as np
 
 from hazwatch.domain import Quality
 from simulators.models.base import DECIMALS
-from simulators.plant import SensorInfo
+from simulators.plant import OUTPUT_KINDS, SensorInfo
 from simulators.scenario import Drift, Dropout, Fault, Garbage, Ramp, Spike, Stuck
 
 SensorEvent = Ramp | Spike | Stuck | Drift | Garbage | Fault | Dropout
@@ -38,8 +38,16 @@ class Outcome:
 
 
 def events_for(info: SensorInfo, events: list[SensorEvent]) -> list[SensorEvent]:
-    """The events aimed at this sensor, by its key or its device."""
-    return [e for e in events if info.key in e.sensors or info.device in getattr(e, "devices", ())]
+    """The events aimed at this sensor, by its key or its device. A fault of a whole device
+    spares the detector's own outputs: they report the fault."""
+    hits = []
+    for e in events:
+        by_device = info.device in getattr(e, "devices", ())
+        if by_device and isinstance(e, Fault) and info.kind in OUTPUT_KINDS:
+            continue
+        if info.key in e.sensors or by_device:
+            hits.append(e)
+    return hits
 
 
 class SensorFaults:

@@ -97,27 +97,33 @@ class _Link:
         self.config = config
         self.telemetry = telemetry_topic(config.topic_root, site, device)
         self.status = status_topic(config.topic_root, site, device)
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"{prefix}-{device}",
-            protocol=mqtt.MQTTv5,
-        )
-        if config.username is not None:
-            self.client.username_pw_set(config.username, config.password)
-        self.client.will_set(self.status, OFFLINE, qos=1, retain=True)
-        self.client.max_inflight_messages_set(config.max_inflight)
-        self.client.reconnect_delay_set(min_delay=1, max_delay=10)
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_publish = self._on_publish
+        self._client_id = f"{prefix}-{device}"
+        self.client = self._new_client()
         self.connected = threading.Event()
         self.refused: str | None = None
+        # Our lock is never held while calling into paho: paho holds its own lock while it
+        # runs on_publish, which takes ours.
         self._window = threading.Condition()
-        self._inflight: set[int] = set()
-        self._telemetry_mids: set[int] = set()
+        self._reserved = 0  # publish() calls between taking a slot and learning their mid
+        self._waiting: set[int] = set()  # telemetry mids sent, not yet acknowledged
+        self._early: dict[int, bool] = {}  # acks that came before their mid was registered
         self.messages = self.readings = self.acked = self.rejected = 0
         self.down = False  # dropped on purpose (dropout with disconnect)
         self._warned = False
+
+    def _new_client(self) -> mqtt.Client:
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=self._client_id, protocol=mqtt.MQTTv5
+        )
+        if self.config.username is not None:
+            client.username_pw_set(self.config.username, self.config.password)
+        client.will_set(self.status, OFFLINE, qos=1, retain=True)
+        client.max_inflight_messages_set(self.config.max_inflight)
+        client.reconnect_delay_set(min_delay=1, max_delay=10)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        return client
 
     # paho callbacks (its network thread) ---------------------------------------------------
 
@@ -144,16 +150,22 @@ class _Link:
             )
 
     def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, reason: ReasonCode, _p: Any) -> None:
+        if reason.is_failure:
+            log.warning("broker rejected a message of %s: %s", self.device, reason)
         with self._window:
-            if mid in self._telemetry_mids:
-                self._telemetry_mids.discard(mid)
-                if reason.is_failure:
-                    self.rejected += 1
-                    log.warning("broker rejected a message of %s: %s", self.device, reason)
-                else:
-                    self.acked += 1
-            self._inflight.discard(mid)
-            self._window.notify_all()
+            if mid in self._waiting:
+                self._settle(mid, failed=reason.is_failure)
+            else:  # a status message, or an ack faster than publish() returned
+                self._early[mid] = reason.is_failure
+
+    def _settle(self, mid: int, *, failed: bool) -> None:
+        """Count one telemetry message as done (called with the window lock held)."""
+        self._waiting.discard(mid)
+        if failed:
+            self.rejected += 1
+        else:
+            self.acked += 1
+        self._window.notify_all()
 
     # the publishing thread ---------------------------------------------------------------
 
@@ -164,27 +176,37 @@ class _Link:
     def publish(self, readings: Sequence[DeviceReading], stop: threading.Event) -> bool:
         """Send one message; blocks while the inflight window is full. False if stopped."""
         payload = encode(readings)
+        # While the connection is down, wait for it rather than let paho queue without bound;
+        # messages sent before a reconnect's CONNACK could also overtake each other.
+        while not self.connected.wait(MAX_SLEEP_S):
+            if stop.is_set():
+                return False
         with self._window:
-            while len(self._inflight) >= self.config.max_inflight:
+            while len(self._waiting) + self._reserved >= self.config.max_inflight:
                 if stop.is_set():
                     return False
                 self._window.wait(MAX_SLEEP_S)
-            info = self.client.publish(self.telemetry, payload, qos=1)
-            # Not connected: paho keeps the message and sends it after reconnecting.
-            self._inflight.add(info.mid)
-            self._telemetry_mids.add(info.mid)
+            self._reserved += 1
+        # Disconnected since: paho keeps the message and sends it after reconnecting.
+        info = self.client.publish(self.telemetry, payload, qos=1)
+        with self._window:
+            self._reserved -= 1
             self.messages += 1
             self.readings += len(readings)
+            self._waiting.add(info.mid)
+            early = self._early.pop(info.mid, None)
+            if early is not None:
+                self._settle(info.mid, failed=early)
         return True
 
     @property
     def unacked(self) -> int:
         with self._window:
-            return len(self._telemetry_mids)
+            return len(self._waiting)
 
     def drain(self, deadline: float, clock: Callable[[], float]) -> None:
         with self._window:
-            while self._inflight and clock() < deadline:
+            while self._waiting and clock() < deadline:
                 self._window.wait(min(MAX_SLEEP_S, max(0.0, deadline - clock())))
 
     def drop_with_will(self, clock: Callable[[], float]) -> None:
@@ -196,7 +218,9 @@ class _Link:
         self.client.loop_stop()
 
     def come_back(self) -> None:
+        """Reconnect like a rebooted device: a new client (and connection)."""
         self.down = False
+        self.client = self._new_client()
         self.start()
 
     def close(self, clock: Callable[[], float]) -> None:
@@ -205,9 +229,8 @@ class _Link:
             deadline = clock() + self.config.drain_timeout_s
             self.drain(deadline, clock)
             info = self.client.publish(self.status, OFFLINE, qos=1, retain=True)
-            with self._window:
-                self._inflight.add(info.mid)
-            self.drain(deadline, clock)
+            if self.connected.is_set():
+                info.wait_for_publish(max(0.1, deadline - clock()))
             self.client.disconnect()
         self.client.loop_stop()
 
@@ -290,8 +313,8 @@ class MqttPublisher:
             self.virtual_ms = max(self.virtual_ms, target)
             if self.delivery is not None:
                 readings = self.delivery.feed(readings, target)
+            self._links_up_or_down()  # first: a device back from silence reconnects, then sends
             self._send(readings)
-            self._links_up_or_down()
             self._flush(force=False)
             due = self.source.next_due_ms()
             finished = (end is not None and target >= end - 1) or due is None

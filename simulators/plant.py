@@ -19,6 +19,8 @@ HOLDER_KINDS = frozenset(
 )
 PIPE_PRESSURE_KINDS = frozenset({"pipeline_pressure", "pipeline_pressure_kpa"})
 LIGHTNING_KINDS = frozenset({"electric_field", "lightning_distance"})
+# A detector's own outputs: alarm relays and its fault number, computed from its gas reading.
+OUTPUT_KINDS = frozenset({"detector_alarm", "fault_code"})
 FLOW_CHANNELS = ("flow_in", "flow_out")  # the channels that make a device a chain station
 
 

@@ -38,6 +38,7 @@ from simulators.plant import (
     GAS_KINDS,
     HOLDER_KINDS,
     LIGHTNING_KINDS,
+    OUTPUT_KINDS,
     PIPE_PRESSURE_KINDS,
     DeviceInfo,
     Plant,
@@ -58,8 +59,6 @@ from simulators.scenario import (
 )
 
 log = logging.getLogger(__name__)
-
-OUTPUT_KINDS = frozenset({"detector_alarm", "fault_code"})
 
 
 @dataclass(frozen=True, slots=True)
