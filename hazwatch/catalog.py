@@ -82,9 +82,13 @@ def _gas(blue: float, yellow: float, orange: float, red: float, rise: float) -> 
 
 def _pipeline_pressure(p: Params) -> RuleSpec:
     sp, mop, minimum = p["setpoint_mpa"], p["mop_mpa"], p["min_supply_mpa"]
+    # Deviation bands around the set point, never beyond the red limits (MOP, minimum supply):
+    # a set point close to the MOP makes the upper bands collapse into red, not cross it.
+    up = [min(sp * f, mop) for f in (1.05, 1.10, 1.20)]
+    down = [max(sp * f, minimum) for f in (0.95, 0.90, 0.80)]
     return RuleSpec(
-        high=TierLimits(blue=sp * 1.05, yellow=sp * 1.10, orange=sp * 1.20, red=mop),
-        low=TierLimits(blue=sp * 0.95, yellow=sp * 0.90, orange=sp * 0.80, red=minimum),
+        high=TierLimits(blue=up[0], yellow=up[1], orange=up[2], red=mop),
+        low=TierLimits(blue=down[0], yellow=down[1], orange=down[2], red=minimum),
         deadband=sp * 0.01,
         on_delay_s=20.0,
         off_delay_s=60.0,

@@ -95,6 +95,27 @@ class IngestSettings(_Group):
     )
 
 
+class ModbusSettings(_Group):
+    connect_timeout_s: float = Field(
+        2.0, gt=0, le=60, description="longest a TCP connection attempt to a device may take"
+    )
+    reconnect_min_s: float = Field(0.25, gt=0, description="first wait before reconnecting")
+    reconnect_max_s: float = Field(
+        10.0,
+        gt=0,
+        description="longest wait between reconnects (never longer than the line's shortest "
+        "poll period, so a device that comes back is polled within two periods)",
+    )
+    breaker_trip_after: int = Field(
+        3, ge=1, description="consecutive failed polls before a unit on a shared line is skipped"
+    )
+    probe_min_s: float = Field(2.0, gt=0, description="first wait before probing a skipped unit")
+    probe_max_s: float = Field(30.0, gt=0, description="longest wait between probes")
+    log_quiet_s: float = Field(
+        300.0, ge=0, description="a device's state changes within this time log at debug"
+    )
+
+
 class ApiSettings(_Group):
     host: str = Field("127.0.0.1", description="address the API binds")
     port: int = Field(8080, ge=0, le=65535, description="port the API binds")
@@ -114,5 +135,6 @@ class Settings(BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
     mqtt: MqttSettings = MqttSettings()
     ingest: IngestSettings = IngestSettings()
+    modbus: ModbusSettings = ModbusSettings()
     api: ApiSettings = ApiSettings()
     log_level: str = Field("INFO", description="root log level")

@@ -6,6 +6,9 @@ HazwatchError
 │   └── MigrationError
 │       └── ExtensionMissing     TimescaleDB is not installed on the server
 ├── RegistryError                the registry file is invalid; carries every problem
+├── ModbusConfigError            a Modbus map the collector cannot poll as written
+├── ScenarioError                a simulator scenario is invalid or names what the registry lacks
+├── SimulatorError               a simulator cannot run (broker unreachable, impossible options)
 └── AlarmError
     ├── AlarmNotFound            no alarm with that id (API: 404)
     └── AlarmActionRefused       the action does not apply to the alarm's state (API: 409)
@@ -56,6 +59,24 @@ class RegistryError(HazwatchError):
         self.problems = tuple(problems)
         lines = "\n".join(f"  {p}" for p in self.problems)
         super().__init__(f"{source}: {len(self.problems)} problem(s)\n{lines}")
+
+
+class ModbusConfigError(HazwatchError):
+    pass
+
+
+class ScenarioError(HazwatchError):
+    """A scenario file is invalid; carries every problem, like RegistryError."""
+
+    def __init__(self, source: str, problems: Sequence[Problem]) -> None:
+        self.source = source
+        self.problems = tuple(problems)
+        lines = "\n".join(f"  {p}" for p in self.problems)
+        super().__init__(f"{source}: {len(self.problems)} problem(s)\n{lines}")
+
+
+class SimulatorError(HazwatchError):
+    pass
 
 
 class AlarmError(HazwatchError):

@@ -31,22 +31,37 @@ async def _admin() -> asyncpg.Connection:
 
 
 async def create_db(name: str, *, template: str | None = None) -> None:
-    """Create a database, copying `template` if given. TimescaleDB's background scheduler
-    visits databases that have the extension, and CREATE DATABASE ... TEMPLATE refuses while
-    any session is connected to the template: retry that case for a few seconds."""
     admin = await _admin()
     try:
         clause = f' TEMPLATE "{template}"' if template else ""
-        deadline = asyncio.get_running_loop().time() + 10
-        while True:
+        for attempt in range(50):
             try:
                 await admin.execute(f'CREATE DATABASE "{name}"{clause}')
             except asyncpg.ObjectInUseError:
-                if asyncio.get_running_loop().time() > deadline:
+                # TimescaleDB's background-worker scheduler may still hold a session on the
+                # template; it cannot reconnect once connections are disallowed (see below).
+                if template is None or attempt == 49:
                     raise
-                await asyncio.sleep(0.1)  # the scheduler's visit is brief; nothing to await
+                await admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+                    template,
+                )
+                await asyncio.sleep(0.1)
             else:
                 return
+    finally:
+        await admin.close()
+
+
+async def seal_template(name: str) -> None:
+    """Keep every session, TimescaleDB's scheduler included, out of the template database:
+    CREATE DATABASE ... TEMPLATE fails while anyone is connected to it."""
+    admin = await _admin()
+    try:
+        await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+        )
     finally:
         await admin.close()
 
@@ -55,24 +70,6 @@ async def drop_db(name: str) -> None:
     admin = await _admin()
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
-async def _seal_template(name: str) -> None:
-    """Keep everyone out of the template, so CREATE DATABASE ... TEMPLATE never finds it busy.
-
-    TimescaleDB starts a background scheduler in every database that has the extension; it
-    would hold a session on the template. With connections disallowed it cannot come back.
-    """
-    admin = await _admin()
-    try:
-        await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
-        await admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE datname = $1 AND pid <> pg_backend_pid()",
-            name,
-        )
     finally:
         await admin.close()
 
@@ -86,7 +83,7 @@ async def template_db() -> AsyncIterator[str]:
         await migrate(conn)
     finally:
         await conn.close()
-    await _seal_template(name)
+    await seal_template(name)
     yield name
     await drop_db(name)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from hazwatch.cli import db, ingest, registry
+from hazwatch.cli import db, ingest, registry, simulate
 
 app = typer.Typer(
     name="hazwatch",
@@ -18,6 +18,7 @@ app = typer.Typer(
 )
 app.add_typer(db.app, name="db")
 app.add_typer(registry.app, name="registry")
+app.add_typer(simulate.app, name="simulate")
 app.command("ingest")(ingest.ingest_cmd)
 
 

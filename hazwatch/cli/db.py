@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated
 
 import typer
@@ -10,6 +11,7 @@ from hazwatch import migrate as migrations
 from hazwatch.cli.common import DatabaseUrlOption, console, run, setup
 from hazwatch.config import DatabaseSettings
 from hazwatch.db import connection
+from hazwatch.retention import apply_retention
 
 app = typer.Typer(help="Create and migrate the database.", no_args_is_help=True)
 
@@ -45,3 +47,18 @@ async def create_if_missing(settings: DatabaseSettings, *, drop: bool = False) -
     admin = settings.model_copy(update={"url": f"{base}/postgres"})
     async with connection(admin) as conn:
         await migrations.create_database(conn, name, drop=drop)
+
+
+@app.command("retention")
+def retention_cmd(database_url: Annotated[str | None, DatabaseUrlOption] = None) -> None:
+    """Drop raw readings and rollups older than their retention settings."""
+    settings = setup(database_url)
+
+    async def go() -> None:
+        async with connection(settings.database) as conn:
+            result = await apply_retention(conn, settings.ingest, now=dt.datetime.now(dt.UTC))
+        console.print(
+            f"dropped {result.readings_chunks} raw chunk(s), {result.rollup_chunks} rollup chunk(s)"
+        )
+
+    run(go())

@@ -10,7 +10,8 @@ from prometheus_client import CollectorRegistry, start_http_server
 from alerting.bridge import IngestAlarms
 from hazwatch.cli.common import DatabaseUrlOption, run, setup
 from ingest.metrics import IngestMetrics
-from ingest.service import IngestService, run_until_signalled
+from ingest.modbus import ModbusCollector
+from ingest.service import CollectorFactory, IngestService, Pipeline, run_until_signalled
 
 
 def ingest_cmd(
@@ -22,13 +23,16 @@ def ingest_cmd(
         ),
     ] = None,
     mqtt: Annotated[bool, typer.Option(help="run the MQTT collector")] = True,
+    modbus: Annotated[
+        bool, typer.Option(help="poll the registry's Modbus devices (docs/modbus.md)")
+    ] = True,
     alarms: Annotated[
-        bool, typer.Option(help="evaluate alarms in each batch's transaction")
+        bool, typer.Option(help="evaluate alarms in each batch's transaction (docs/alarms.md)")
     ] = True,
 ) -> None:
-    """Collect readings over MQTT into the database until SIGINT/SIGTERM.
+    """Collect readings over MQTT and Modbus into the database until SIGINT/SIGTERM.
 
-    Messages are acknowledged to the broker only once their readings are committed.
+    MQTT messages are acknowledged to the broker only once their readings are committed.
     """
     settings = setup(database_url)
     registry = CollectorRegistry()
@@ -37,15 +41,23 @@ def ingest_cmd(
     if port:
         start_http_server(port, addr="127.0.0.1", registry=registry)
 
+    def modbus_collector(pipeline: Pipeline) -> ModbusCollector:
+        return ModbusCollector(
+            pipeline.registry, pipeline.batcher, quarantine=pipeline.quarantine,
+            settings=pipeline.settings.modbus, registry=registry,
+        )  # fmt: skip
+
+    collectors: list[CollectorFactory] = [modbus_collector] if modbus else []
+
     async def go() -> None:
         if alarms:
             engine = IngestAlarms(settings.database)
             service = IngestService(
-                settings, metrics, mqtt=mqtt,
+                settings, metrics, mqtt=mqtt, collectors=collectors,
                 hook=engine.hook, tick=engine.tick, on_registry=engine.on_registry,
             )  # fmt: skip
         else:
-            service = IngestService(settings, metrics, mqtt=mqtt)
+            service = IngestService(settings, metrics, mqtt=mqtt, collectors=collectors)
         await run_until_signalled(service)
 
     run(go())

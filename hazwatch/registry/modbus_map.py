@@ -137,6 +137,9 @@ class ModbusDevice(_Spec):
     addressing: Addressing = "base0"
     word_order: WordOrder = WordOrder.ABCD
     timeout_s: float = Field(0.5, gt=0, le=30)
+    # Unmapped registers a read may span to join two points into one request (bits: 16x as
+    # many). 0 for devices that answer "illegal address" for registers they do not implement.
+    read_gap: int = Field(8, ge=0, le=120)
     poll_groups: dict[str, float] = Field(default_factory=lambda: {"default": 1.0})
     status: tuple[StatusWord, ...] = ()
 

@@ -79,6 +79,10 @@ class _SensorBase(_Entry):
         missing = [p for p in spec.params if p not in self.params]
         if missing:
             raise ValueError(f"kind {self.kind} needs params: {', '.join(missing)}")
+        try:
+            self.effective_rules()
+        except ValueError as exc:
+            raise ValueError(f"the rules of this sensor are inconsistent: {exc}") from None
         if spec.needs_plant_limits and (
             self.rules is None or (self.rules.high is None and self.rules.low is None)
         ):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -46,7 +47,11 @@ def _env_names(model: type[BaseModel], prefix: str) -> list[str]:
     return names
 
 
-def test_every_setting_is_documented() -> None:
+def test_every_setting_is_documented_and_nothing_else() -> None:
     text = DOC.read_text()
-    missing = [n for n in _env_names(Settings, "HAZWATCH_") if f"`{n}`" not in text]
+    names = _env_names(Settings, "HAZWATCH_")
+    missing = [n for n in names if f"`{n}`" not in text]
     assert not missing, f"undocumented settings in docs/configuration.md: {missing}"
+    table_rows = re.findall(r"^\| `(HAZWATCH_[A-Z_]+)`", text, flags=re.MULTILINE)
+    stale = sorted(set(table_rows) - set(names))
+    assert not stale, f"docs/configuration.md documents settings that do not exist: {stale}"

@@ -1,0 +1,1 @@
+"""Packaged scenario files (YAML); `simulators.scenario.packaged_scenarios()` lists them."""
