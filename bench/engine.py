@@ -63,10 +63,10 @@ def build_city(
     normal, noise, kinds, periods = [], [], [], []
     for kind, params, share, base, sd in MIX:
         spec = kind_spec(kind)
-        rules = spec.default_rules(params)
+        spec_rules = spec.default_rules(params)
         for _ in range(round(share * n_sensors)):
             sid = len(sensors) + 1
-            sensors.append(sensor_rules(sid, rules, spec.period_s))
+            sensors.append(sensor_rules(sid, spec_rules, spec.period_s))
             normal.append(base)
             noise.append(sd)
             kinds.append(kind)
