@@ -5,7 +5,12 @@ HazwatchError
 │   ├── DatabaseUnavailable      the server cannot be reached or timed out (API: 503)
 │   └── MigrationError
 │       └── ExtensionMissing     TimescaleDB is not installed on the server
-└── RegistryError                the registry file is invalid; carries every problem
+├── RegistryError                the registry file is invalid; carries every problem
+├── AlarmError
+│   ├── AlarmNotFound            no alarm with that id (API: 404)
+│   └── AlarmActionRefused       the action does not fit the alarm's state (API: 409)
+└── AccountError                 a user or token request that cannot be done (API: 422)
+    └── AccountConflict          a duplicate user, a token revoked twice (API: 409)
 """
 
 from __future__ import annotations
@@ -53,3 +58,26 @@ class RegistryError(HazwatchError):
         self.problems = tuple(problems)
         lines = "\n".join(f"  {p}" for p in self.problems)
         super().__init__(f"{source}: {len(self.problems)} problem(s)\n{lines}")
+
+
+class AlarmError(HazwatchError):
+    pass
+
+
+class AlarmNotFound(AlarmError):
+    def __init__(self, alarm_id: int) -> None:
+        self.alarm_id = alarm_id
+        super().__init__(f"no alarm {alarm_id}")
+
+
+class AlarmActionRefused(AlarmError):
+    """An operator action that does not fit the alarm's state: a second acknowledgement,
+    shelving a closed alarm, unshelving one that is not shelved."""
+
+
+class AccountError(HazwatchError):
+    pass
+
+
+class AccountConflict(AccountError):
+    pass

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from hazwatch.cli import db, registry
+from hazwatch.cli import api, db, registry, users
 
 app = typer.Typer(
     name="hazwatch",
@@ -18,6 +18,9 @@ app = typer.Typer(
 )
 app.add_typer(db.app, name="db")
 app.add_typer(registry.app, name="registry")
+app.add_typer(api.app, name="api")
+app.add_typer(users.users_app, name="users")
+app.add_typer(users.tokens_app, name="tokens")
 
 
 def main() -> None:

@@ -1,0 +1,177 @@
+"""Readings of one sensor over a time range, downsampled to at most `max_points` (api.downsample).
+
+Every query has a sargable `ts` (or `bucket`) range on the hypertable, so TimescaleDB excludes
+the chunks outside it. When the range may hold few enough readings, they are read raw with a
+row limit of `max_points + 1`: one more than fits proves the range needs buckets.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Annotated
+
+import asyncpg
+from fastapi import APIRouter, Query
+
+from api.deps import Conn, Reader, ServicesDep
+from api.downsample import Plan, plan
+from api.errors import Invalid, NotFound
+from api.params import INT4_MAX, SensorFilter, time_problem
+from api.schemas import Point, Readings, finite
+
+router = APIRouter(tags=["readings"])
+
+# A raw probe is worth it when the sensor's period says the range might hold this many times
+# max_points or fewer (gaps make the real count smaller than the estimate).
+PROBE_FACTOR = 2.0
+# Values that are not finite (NaN, +-inf) are left out of bucket aggregates; `x = x` is false
+# only for NaN in IEEE terms, but PostgreSQL orders NaN above everything and calls it equal to
+# itself, so the test is a range that excludes NaN and both infinities.
+_FINITE = "value BETWEEN '-1e308'::float8 AND '1e308'::float8"
+
+_SENSOR = """
+SELECT n.sensor_id, n.key, n.unit, n.period_s
+FROM sensors n JOIN assets a ON a.asset_id = n.asset_id JOIN sites s ON s.site_id = a.site_id
+WHERE ($1::text[] IS NULL OR s.key = ANY($1::text[]))
+  AND CASE WHEN $2::text IS NULL THEN n.sensor_id = $3 ELSE n.key = $2 END
+"""
+
+RAW_SQL = """
+SELECT ts, value, quality FROM readings
+WHERE sensor_id = $1 AND ts >= $2 AND ts < $3
+ORDER BY ts LIMIT $4
+"""
+
+RAW_BUCKETS_SQL = f"""
+SELECT time_bucket(make_interval(secs => $4), ts) AS ts,
+       avg(value) FILTER (WHERE {_FINITE}) AS value,
+       min(value) FILTER (WHERE {_FINITE}) AS min,
+       max(value) FILTER (WHERE {_FINITE}) AS max,
+       count(value) FILTER (WHERE {_FINITE}) AS count,
+       count(*) FILTER (WHERE quality >= 64) AS bad
+FROM readings
+WHERE sensor_id = $1 AND ts >= $2 AND ts < $3
+GROUP BY 1 ORDER BY 1
+"""  # noqa: S608 - a fixed fragment, parameters are bound
+
+# The rollup holds whole minutes: the buckets touching [start, end) are read, so the first and
+# last points may include readings up to a minute outside the range.
+ROLLUP_SQL = """
+SELECT time_bucket(make_interval(secs => $4), bucket) AS ts,
+       sum(sum) / NULLIF(sum(count), 0) AS value,
+       min(min) AS min,
+       max(max) AS max,
+       sum(count) AS count,
+       sum(bad_count) AS bad
+FROM readings_1m
+WHERE sensor_id = $1 AND bucket >= time_bucket('1 minute', $2::timestamptz) AND bucket < $3
+GROUP BY 1 ORDER BY 1
+"""
+
+
+def _raw_point(r: asyncpg.Record) -> Point:
+    value = finite(r["value"])
+    good = value is not None
+    return Point(
+        ts=r["ts"],
+        value=value,
+        min=value,
+        max=value,
+        count=int(good),
+        bad=int(r["quality"] >= 64),
+        quality=r["quality"],
+    )
+
+
+def _bucket_point(r: asyncpg.Record) -> Point:
+    return Point(
+        ts=r["ts"],
+        value=finite(r["value"]),
+        min=finite(r["min"]),
+        max=finite(r["max"]),
+        count=int(r["count"] or 0),
+        bad=int(r["bad"] or 0),
+        quality=None,
+    )
+
+
+async def query_points(
+    conn: asyncpg.Connection,
+    *,
+    sensor_id: int,
+    start: datetime,
+    end: datetime,
+    max_points: int,
+    period_s: float | None,
+) -> tuple[Plan, list[Point]]:
+    """The points of one sensor in [start, end): raw if they fit, else min/max/mean buckets."""
+    span_s = (end - start).total_seconds()
+    estimate = None if period_s is None else span_s / period_s
+    if estimate is None or estimate <= PROBE_FACTOR * max_points:
+        rows = await conn.fetch(RAW_SQL, sensor_id, start, end, max_points + 1)
+        if len(rows) <= max_points:
+            return Plan("raw", None), [_raw_point(r) for r in rows]
+    chosen = plan(start, end, max_points=max_points, expected_rows=None)
+    sql = ROLLUP_SQL if chosen.source == "rollup" else RAW_BUCKETS_SQL
+    rows = await conn.fetch(sql, sensor_id, start, end, float(chosen.bucket_s or 0))
+    return chosen, [_bucket_point(r) for r in rows]
+
+
+@router.get(
+    "/readings",
+    response_model=Readings,
+    summary="Readings of one sensor over a range, downsampled to at most max_points",
+    description=(
+        "Give the sensor by key (`sensor=device/channel`) or id (`sensor_id`). The range is "
+        "[start, end); end defaults to now and start to 24 hours before end. When the range "
+        "holds more than max_points readings, each point is a time bucket with the mean, min "
+        "and max of its readings, so a single-sample spike stays visible."
+    ),
+)
+async def readings(
+    *,
+    user: Reader,
+    conn: Conn,
+    svc: ServicesDep,
+    sensor: SensorFilter = None,
+    sensor_id: Annotated[int | None, Query(ge=1, le=INT4_MAX)] = None,
+    start: Annotated[datetime | None, Query(description="RFC 3339; default end - 24 h")] = None,
+    end: Annotated[datetime | None, Query(description="RFC 3339; default now")] = None,
+    max_points: Annotated[int | None, Query(ge=10, description="default from settings")] = None,
+) -> Readings:
+    settings = svc.settings.api
+    if (sensor is None) == (sensor_id is None):
+        raise Invalid("give the sensor as either `sensor` (key) or `sensor_id`")
+    points_wanted = settings.default_points if max_points is None else max_points
+    if points_wanted > settings.max_points:
+        raise Invalid(f"max_points may be at most {settings.max_points}")
+    for name, given in (("start", start), ("end", end)):
+        if (problem := time_problem(name, given)) is not None:
+            raise Invalid(problem)
+    end = end or svc.clock()
+    start = start or end - timedelta(hours=24)
+    if end <= start:
+        raise Invalid("end must be after start")
+    if end - start > timedelta(days=settings.max_range_days):
+        raise Invalid(f"a range may cover at most {settings.max_range_days:g} days")
+    row = await conn.fetchrow(_SENSOR, user.scope_param, sensor, sensor_id)
+    if row is None:
+        raise NotFound(f"no sensor {sensor if sensor is not None else sensor_id}")
+    chosen, points = await query_points(
+        conn,
+        sensor_id=row["sensor_id"],
+        start=start,
+        end=end,
+        max_points=points_wanted,
+        period_s=row["period_s"],
+    )
+    return Readings(
+        sensor_id=row["sensor_id"],
+        sensor=row["key"],
+        unit=row["unit"],
+        start=start,
+        end=end,
+        source=chosen.source,
+        bucket_s=chosen.bucket_s,
+        points=points,
+    )
