@@ -14,7 +14,7 @@ import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 
 from api import errors
 from api.deps import Clock, Services
@@ -28,7 +28,6 @@ from hazwatch.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
-API_PREFIX = "/api/v1"
 DESCRIPTION = """Sites, assets, sensors, readings, alarms and their lifecycle, the four-colour
 risk picture and a live stream. Every route under /api/v1 needs a bearer token
 (`hazwatch tokens create`); what a token may do depends on its user's role
@@ -93,9 +92,6 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> FastAPI:
     app.add_middleware(errors.CatchAllMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
-    v1 = APIRouter(prefix=API_PREFIX)
-    for module in (registry, readings, alarms, rules, risk, admin, stream):
-        v1.include_router(module.router)
-    app.include_router(v1)
-    app.include_router(ops.router)
+    for module in (registry, readings, alarms, rules, risk, admin, stream, ops):
+        app.include_router(module.router)
     return app

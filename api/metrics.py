@@ -82,8 +82,18 @@ class ApiMetrics:
                 self.open_alarms.labels(state, str(tier)).set(counts.get((state, tier), 0))
 
     async def refresh_forever(self, pool: asyncpg.Pool, interval_s: float) -> None:
+        """Refresh until cancelled. A database that answers with an error (an unmigrated
+        schema) is logged once per distinct error, and the loop keeps going."""
+        last_error = ""
         while True:
-            await self.refresh_alarms(pool)
+            try:
+                await self.refresh_alarms(pool)
+            except asyncpg.PostgresError as exc:
+                if str(exc) != last_error:
+                    log.warning("metrics: cannot count alarms: %s", exc)
+                    last_error = str(exc)
+            else:
+                last_error = ""
             await asyncio.sleep(interval_s)
 
 

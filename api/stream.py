@@ -152,9 +152,21 @@ class StreamHub:
             return
         self.broadcast({"type": "alarm_event", "event": event}, event.get("site"))
 
+    async def _connect(self) -> asyncpg.Connection:
+        """Connect; a shutdown that cancels us mid-handshake lets the handshake finish and
+        closes the connection, rather than leaving asyncpg a half-open socket to complain of."""
+        connecting = asyncio.ensure_future(connect(self._database))
+        try:
+            return await asyncio.shield(connecting)
+        except asyncio.CancelledError:
+            with contextlib.suppress(*_LISTEN_ERRORS):
+                conn = await connecting
+                await conn.close(timeout=2.0)
+            raise
+
     @contextlib.asynccontextmanager
     async def _listening(self) -> AsyncIterator[asyncpg.Connection]:
-        conn = await connect(self._database)
+        conn = await self._connect()
         try:
             await conn.add_listener(CHANNEL, self._on_notify)
             yield conn

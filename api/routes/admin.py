@@ -11,9 +11,10 @@ from api import accounts
 from api.auth import ROLE_PERMISSIONS
 from api.deps import Admin, Conn, Reader, ServicesDep
 from api.params import TokenId, UserName
+from api.routes import API_PREFIX
 from api.schemas import Me, NewToken, Token, TokenBody, User, UserBody
 
-router = APIRouter(tags=["users"])
+router = APIRouter(prefix=API_PREFIX, tags=["users"])
 
 
 def _user(u: accounts.UserRecord) -> User:

@@ -29,6 +29,7 @@ from api.deps import (
 )
 from api.errors import Invalid, NotFound
 from api.params import AlarmId, AssetFilter, SensorFilter, SiteFilter, time_problem
+from api.routes import API_PREFIX
 from api.schemas import (
     AckBody,
     ActionDone,
@@ -45,7 +46,7 @@ from api.schemas import (
     finite,
 )
 
-router = APIRouter(prefix="/alarms", tags=["alarms"])
+router = APIRouter(prefix=f"{API_PREFIX}/alarms", tags=["alarms"])
 
 Sort = Literal[
     "-raised_at", "raised_at", "-updated_at", "updated_at", "-tier", "tier", "-max_tier",

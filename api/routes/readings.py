@@ -1,8 +1,10 @@
 """Readings of one sensor over a time range, downsampled to at most `max_points` (api.downsample).
 
 Every query has a sargable `ts` (or `bucket`) range on the hypertable, so TimescaleDB excludes
-the chunks outside it. When the range may hold few enough readings, they are read raw with a
-row limit of `max_points + 1`: one more than fits proves the range needs buckets.
+the chunks outside it. First the readings in the range are counted up to `max_points + 1` (an
+index-only probe that stops early): if they fit, they are returned raw; one more than fits
+means buckets. The probe, not the sensor's nominal period, decides, so a sensor with gaps or an
+event stream still gets its raw readings when there are few.
 """
 
 from __future__ import annotations
@@ -17,23 +19,27 @@ from api.deps import Conn, Reader, ServicesDep
 from api.downsample import Plan, plan
 from api.errors import Invalid, NotFound
 from api.params import INT4_MAX, SensorFilter, time_problem
+from api.routes import API_PREFIX
 from api.schemas import Point, Readings, finite
 
-router = APIRouter(tags=["readings"])
+router = APIRouter(prefix=API_PREFIX, tags=["readings"])
 
-# A raw probe is worth it when the sensor's period says the range might hold this many times
-# max_points or fewer (gaps make the real count smaller than the estimate).
-PROBE_FACTOR = 2.0
 # Values that are not finite (NaN, +-inf) are left out of bucket aggregates; `x = x` is false
 # only for NaN in IEEE terms, but PostgreSQL orders NaN above everything and calls it equal to
 # itself, so the test is a range that excludes NaN and both infinities.
 _FINITE = "value BETWEEN '-1e308'::float8 AND '1e308'::float8"
 
 _SENSOR = """
-SELECT n.sensor_id, n.key, n.unit, n.period_s
+SELECT n.sensor_id, n.key, n.unit
 FROM sensors n JOIN assets a ON a.asset_id = n.asset_id JOIN sites s ON s.site_id = a.site_id
 WHERE ($1::text[] IS NULL OR s.key = ANY($1::text[]))
   AND CASE WHEN $2::text IS NULL THEN n.sensor_id = $3 ELSE n.key = $2 END
+"""
+
+PROBE_SQL = """
+SELECT count(*) FROM (
+    SELECT 1 FROM readings WHERE sensor_id = $1 AND ts >= $2 AND ts < $3 LIMIT $4
+) probe
 """
 
 RAW_SQL = """
@@ -102,16 +108,13 @@ async def query_points(
     start: datetime,
     end: datetime,
     max_points: int,
-    period_s: float | None,
 ) -> tuple[Plan, list[Point]]:
     """The points of one sensor in [start, end): raw if they fit, else min/max/mean buckets."""
-    span_s = (end - start).total_seconds()
-    estimate = None if period_s is None else span_s / period_s
-    if estimate is None or estimate <= PROBE_FACTOR * max_points:
-        rows = await conn.fetch(RAW_SQL, sensor_id, start, end, max_points + 1)
-        if len(rows) <= max_points:
-            return Plan("raw", None), [_raw_point(r) for r in rows]
-    chosen = plan(start, end, max_points=max_points, expected_rows=None)
+    count = await conn.fetchval(PROBE_SQL, sensor_id, start, end, max_points + 1)
+    chosen = plan(start, end, max_points=max_points, expected_rows=count)
+    if chosen.source == "raw":
+        rows = await conn.fetch(RAW_SQL, sensor_id, start, end, max_points)
+        return chosen, [_raw_point(r) for r in rows]
     sql = ROLLUP_SQL if chosen.source == "rollup" else RAW_BUCKETS_SQL
     rows = await conn.fetch(sql, sensor_id, start, end, float(chosen.bucket_s or 0))
     return chosen, [_bucket_point(r) for r in rows]
@@ -163,7 +166,6 @@ async def readings(
         start=start,
         end=end,
         max_points=points_wanted,
-        period_s=row["period_s"],
     )
     return Readings(
         sensor_id=row["sensor_id"],

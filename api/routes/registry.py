@@ -19,9 +19,10 @@ from api.params import (
     SiteFilter,
     SiteKey,
 )
+from api.routes import API_PREFIX
 from api.schemas import Asset, Latest, Sensor, Site, finite
 
-router = APIRouter(tags=["registry"])
+router = APIRouter(prefix=API_PREFIX, tags=["registry"])
 
 _SCOPE = "($1::text[] IS NULL OR s.key = ANY($1::text[]))"
 

@@ -23,11 +23,12 @@ from pydantic import ValidationError
 from api.deps import Conn, Reader, RuleEditor
 from api.errors import Invalid, NotFound
 from api.params import SensorId
+from api.routes import API_PREFIX
 from api.schemas import SensorRules
 from hazwatch.catalog import CATALOGUE
 from hazwatch.rulespec import RuleSpec
 
-router = APIRouter(tags=["rules"])
+router = APIRouter(prefix=API_PREFIX, tags=["rules"])
 
 RULES_CHANNEL = "hazwatch_rules"
 

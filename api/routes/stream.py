@@ -24,12 +24,13 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from api.auth import Principal
 from api.deps import Services, check_token
 from api.errors import RateLimited, Unauthorized
+from api.routes import API_PREFIX
 from api.stream import SLOW_CONSUMER, Subscriber
 from hazwatch.db import UNAVAILABLE_ERRORS
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(tags=["stream"])
+router = APIRouter(prefix=API_PREFIX, tags=["stream"])
 
 FIRST_MESSAGE_TIMEOUT_S = 10.0
 CLOSE_BAD_TOKEN = 4401

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
+from api import accounts
 from tests.api.conftest import T0, Api
 
 pytestmark = pytest.mark.integration
@@ -54,7 +57,9 @@ async def test_errors_are_json(api: Api) -> None:
     assert r.status_code == 401
     assert r.headers["www-authenticate"] == "Bearer"
     assert r.json()["error"]["code"] == "unauthorized"
-    r = await api.client.get("/api/v1/sites", headers={"Authorization": "Bearer hw_nonsense_00000000000"})
+    r = await api.client.get(
+        "/api/v1/sites", headers={"Authorization": "Bearer hw_nonsense_00000000000"}
+    )
     assert r.status_code == 401
     r = await api.get("/api/v1/nowhere")
     assert r.status_code == 404
@@ -70,8 +75,6 @@ async def test_errors_are_json(api: Api) -> None:
 
 
 async def test_revoked_and_expired_tokens_are_refused(api: Api) -> None:
-    from api import accounts
-
     record, secret = await accounts.create_token(
         api.conn, "viewer", name="short", expires_in=None, now=T0, actor="test"
     )
@@ -79,8 +82,6 @@ async def test_revoked_and_expired_tokens_are_refused(api: Api) -> None:
     assert (await api.client.get("/api/v1/me", headers=headers)).status_code == 200
     await accounts.revoke_token(api.conn, record.token_id, now=T0, actor="test")
     assert (await api.client.get("/api/v1/me", headers=headers)).status_code == 401
-
-    from datetime import timedelta
 
     _, secret = await accounts.create_token(
         api.conn, "viewer", name="expiring", expires_in=timedelta(hours=1), now=T0, actor="test"
