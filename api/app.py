@@ -14,9 +14,10 @@ import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from api import errors
+from api.contract import Contract, reject_unknown_query
 from api.deps import Clock, Services
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.ratelimit import FailureLimiter
@@ -79,6 +80,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> FastAPI:
             await pool.close()
 
     app = FastAPI(
+        dependencies=[Depends(reject_unknown_query)],
         title="HazWatch API",
         version="1",
         description=DESCRIPTION,
@@ -87,6 +89,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> FastAPI:
         openapi_url="/openapi.json",
         redoc_url=None,
     )
+    app.state.contract = Contract(app)
     errors.install(app)
     # The last added middleware is the outermost: metrics see the status the catch-all rendered.
     app.add_middleware(errors.CatchAllMiddleware)

@@ -115,7 +115,7 @@ def translate(exc: BaseException) -> ApiError | None:
     if isinstance(exc, AlarmActionRefused | AccountConflict):
         return Conflict(str(exc))
     if isinstance(exc, AccountError):
-        return Invalid(str(exc))
+        return NotFound(str(exc))
     if isinstance(exc, (DatabaseUnavailable, *UNAVAILABLE_ERRORS)):
         return Unavailable("the database is unavailable; try again shortly")
     return None
@@ -123,6 +123,7 @@ def translate(exc: BaseException) -> ApiError | None:
 
 def _status_code(status: int) -> str:
     return {
+        400: "bad_request",
         401: "unauthorized",
         403: "forbidden",
         404: "not_found",
@@ -142,12 +143,18 @@ def install(app: FastAPI) -> None:
         assert translated is not None
         return render(translated)
 
-    async def http_error(_request: Request, exc: Exception) -> JSONResponse:
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # every method of the path, not only those of the first route that matched it
+            methods = request.app.state.contract.allowed_methods(request.url.path)
+            if methods:
+                headers["Allow"] = ", ".join(sorted(methods))
         return JSONResponse(
             error_body(_status_code(exc.status_code), str(exc.detail)),
             status_code=exc.status_code,
-            headers=exc.headers,
+            headers=headers,
         )
 
     async def validation_error(_request: Request, exc: Exception) -> JSONResponse:

@@ -4,11 +4,12 @@ never a 500."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Path, Query
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field
 
 INT4_MAX = 2**31 - 1
 INT8_MAX = 2**63 - 1
@@ -28,7 +29,9 @@ def storable(text: str) -> str:
     return text
 
 
-SafeText = Annotated[str, AfterValidator(storable)]
+# No NUL in the schema too, so that generated "valid" text is text PostgreSQL can store.
+NO_NUL_PATTERN = r"^[^\x00]*$"
+SafeText = Annotated[str, Field(pattern=NO_NUL_PATTERN), AfterValidator(storable)]
 Comment = Annotated[SafeText, Field(min_length=1, max_length=1000)]
 OptionalComment = Annotated[SafeText | None, Field(max_length=1000)]
 
@@ -57,12 +60,29 @@ EARLIEST = datetime(1970, 1, 2, tzinfo=UTC)
 LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 
 
-def time_problem(name: str, value: datetime | None) -> str | None:
-    """Why a time query parameter is unusable, or None: it needs a zone and a sane year."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        return f"{name} needs a time zone (e.g. 2026-11-28T08:00:00Z)"
-    if not EARLIEST <= value <= LATEST:
-        return f"{name} must lie between {EARLIEST.year} and {LATEST.year}"
-    return None
+def rfc3339_only(value: object) -> object:
+    """Refuse what pydantic would otherwise read as a Unix time ("0.5", "1700000000")."""
+    if isinstance(value, str) and not re.match(r"^\d{4}-\d{2}-\d{2}", value):
+        raise ValueError("expected an RFC 3339 time such as 2026-11-28T08:00:00Z")
+    return value
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(rfc3339_only)]
+
+
+def whole_number(value: object) -> object:
+    """JSON Schema's integer: 600 or 600.0, but not "600", 600.5 or true."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("expected a whole number")  # noqa: TRY004 - pydantic wants ValueError
+    return value
+
+
+WholeNumber = Annotated[int, BeforeValidator(whole_number)]
+
+
+def clamp_time(value: datetime) -> datetime:
+    """A zoned time moved into [EARLIEST, LATEST], the window every query works in (so year 1
+    or 9999 cannot overflow a conversion, and is not refused either)."""
+    return min(max(value, EARLIEST), LATEST)

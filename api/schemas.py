@@ -9,10 +9,17 @@ import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from api.auth import Role
-from api.params import KEY_PATTERN, USER_NAME_PATTERN, Comment, OptionalComment, SafeText
+from api.params import (
+    KEY_PATTERN,
+    USER_NAME_PATTERN,
+    Comment,
+    OptionalComment,
+    SafeText,
+    WholeNumber,
+)
 
 AlarmState = Literal["active_unacked", "active_acked", "cleared_unacked", "closed"]
 TierNumber = int
@@ -29,6 +36,40 @@ class _Out(BaseModel):
 
 class _In(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# Errors ---------------------------------------------------------------------------------------
+
+
+class ErrorDetail(_Out):
+    code: str = Field(description="a short, stable code: unauthorized, not_found, conflict...")
+    message: str
+    id: str | None = Field(None, description="for 500s: the id to find in the server log")
+    details: list[dict[str, Any]] | None = Field(None, description="validation problems")
+
+
+class ErrorBody(_Out):
+    error: ErrorDetail
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": description}
+
+
+SECURED: dict[int | str, dict[str, Any]] = {
+    400: _error("the body is not parseable JSON"),
+    401: _error("no token, or an unknown, expired or revoked token"),
+    403: _error("the user's role may not do this"),
+    422: _error("the request is not valid"),
+    429: _error("too many failed authentication attempts (see Retry-After)"),
+    503: _error("the database is unavailable (see Retry-After)"),
+}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: _error("no such object, or one outside the user's site scope")
+}
+CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: _error("the action does not fit the object's state")
+}
 
 
 # Registry -------------------------------------------------------------------------------------
@@ -108,6 +149,7 @@ class Readings(_Out):
     end: datetime
     source: Literal["raw", "raw_buckets", "rollup"]
     bucket_s: int | None
+    max_points: int
     points: list[Point]
 
 
@@ -134,7 +176,7 @@ class Alarm(_Out):
     closed_at: datetime | None
     shelved_until: datetime | None
     shelve_reason: str | None
-    out_of_service: bool
+    out_of_service: StrictBool
     suppressed: bool = Field(description="shelved or out of service: nobody is notified")
     assignee: str | None
     updated_at: datetime
@@ -176,7 +218,7 @@ class AckBody(_In):
 
 
 class ShelveBody(_In):
-    duration_s: int = Field(ge=60, le=7 * 86_400, description="1 minute to 7 days")
+    duration_s: WholeNumber = Field(ge=60, le=7 * 86_400, description="1 minute to 7 days")
     reason: Comment
 
 

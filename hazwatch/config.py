@@ -82,14 +82,15 @@ class IngestSettings(_Group):
 class ApiSettings(_Group):
     host: str = Field("127.0.0.1", description="address the API binds")
     port: int = Field(8080, ge=0, le=65535, description="port the API binds")
-    max_points: int = Field(2000, ge=10, description="most points a readings query may ask for")
+    max_points: int = Field(
+        2000, ge=10, description="most points a readings query returns (larger asks are cut)"
+    )
     default_points: int = Field(
         1000, ge=10, description="points a readings query returns when it does not say"
     )
     max_range_days: float = Field(
-        400.0, gt=0, description="longest time range one readings query may cover"
+        400.0, gt=0, description="longest range one readings query covers (longer ones are cut)"
     )
-    page_max: int = Field(500, ge=1, description="most alarms one page of a list may hold")
     risk_combine: Literal["max", "dynamic"] = Field(
         "max",
         description="risk colour of an asset: max(static, dynamic), or the dynamic tier alone",

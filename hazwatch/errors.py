@@ -9,7 +9,7 @@ HazwatchError
 ├── AlarmError
 │   ├── AlarmNotFound            no alarm with that id (API: 404)
 │   └── AlarmActionRefused       the action does not fit the alarm's state (API: 409)
-└── AccountError                 a user or token request that cannot be done (API: 422)
+└── AccountError                 an unknown user, site or token (API: 404)
     └── AccountConflict          a duplicate user, a token revoked twice (API: 409)
 """
 

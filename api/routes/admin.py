@@ -12,9 +12,9 @@ from api.auth import ROLE_PERMISSIONS
 from api.deps import Admin, Conn, Reader, ServicesDep
 from api.params import TokenId, UserName
 from api.routes import API_PREFIX
-from api.schemas import Me, NewToken, Token, TokenBody, User, UserBody
+from api.schemas import CONFLICT, NOT_FOUND, SECURED, Me, NewToken, Token, TokenBody, User, UserBody
 
-router = APIRouter(prefix=API_PREFIX, tags=["users"])
+router = APIRouter(prefix=API_PREFIX, tags=["users"], responses=SECURED)
 
 
 def _user(u: accounts.UserRecord) -> User:
@@ -47,7 +47,13 @@ async def list_users(_admin: Admin, conn: Conn) -> list[User]:
     return [_user(u) for u in await accounts.list_users(conn)]
 
 
-@router.post("/users", response_model=User, status_code=201, summary="Add a user (admin)")
+@router.post(
+    "/users",
+    responses=NOT_FOUND | CONFLICT,
+    response_model=User,
+    status_code=201,
+    summary="Add a user (admin)",
+)
 async def create_user(body: UserBody, admin: Admin, conn: Conn) -> User:
     created = await accounts.create_user(conn, body.name, body.role, body.sites, actor=admin.name)
     return _user(created)
@@ -64,6 +70,7 @@ async def list_tokens(
 
 @router.post(
     "/users/{name}/tokens",
+    responses=NOT_FOUND,
     response_model=NewToken,
     status_code=201,
     summary="Create a token for a user; the secret is in this answer only (admin)",
@@ -82,7 +89,12 @@ async def create_token(
     return NewToken(**_token(record).model_dump(), secret=secret)
 
 
-@router.post("/tokens/{token_id}/revoke", response_model=Token, summary="Revoke a token (admin)")
+@router.post(
+    "/tokens/{token_id}/revoke",
+    responses=NOT_FOUND | CONFLICT,
+    response_model=Token,
+    summary="Revoke a token (admin)",
+)
 async def revoke_token(token_id: TokenId, admin: Admin, conn: Conn, svc: ServicesDep) -> Token:
     record = await accounts.revoke_token(conn, token_id, now=svc.clock(), actor=admin.name)
     return _token(record)

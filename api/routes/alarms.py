@@ -8,7 +8,7 @@ shelved) is a 409 and writes nothing.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 import asyncpg
@@ -27,10 +27,20 @@ from api.deps import (
     ServiceTaker,
     Shelver,
 )
-from api.errors import Invalid, NotFound
-from api.params import AlarmId, AssetFilter, SensorFilter, SiteFilter, time_problem
+from api.errors import Conflict, NotFound
+from api.params import (
+    AlarmId,
+    AssetFilter,
+    SensorFilter,
+    SiteFilter,
+    Timestamp,
+    clamp_time,
+)
 from api.routes import API_PREFIX
 from api.schemas import (
+    CONFLICT,
+    NOT_FOUND,
+    SECURED,
     AckBody,
     ActionDone,
     Alarm,
@@ -46,7 +56,7 @@ from api.schemas import (
     finite,
 )
 
-router = APIRouter(prefix=f"{API_PREFIX}/alarms", tags=["alarms"])
+router = APIRouter(prefix=f"{API_PREFIX}/alarms", tags=["alarms"], responses=SECURED)
 
 Sort = Literal[
     "-raised_at", "raised_at", "-updated_at", "updated_at", "-tier", "tier", "-max_tier",
@@ -97,6 +107,7 @@ WHERE ($2::text[] IS NULL OR s.key = ANY($2::text[]))
 """
 
 Tier = Annotated[int, Query(ge=0, le=4)]
+PAGE_MAX = 500
 
 
 def _alarm(r: asyncpg.Record) -> Alarm:
@@ -120,19 +131,16 @@ async def list_alarms(
     site: SiteFilter = None,
     asset: AssetFilter = None,
     sensor: SensorFilter = None,
-    since: Annotated[datetime | None, Query(description="raised at or after")] = None,
-    until: Annotated[datetime | None, Query(description="raised before")] = None,
+    since: Annotated[Timestamp | None, Query(description="raised at or after")] = None,
+    until: Annotated[Timestamp | None, Query(description="raised before")] = None,
     assignee: Annotated[str | None, Query(max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")] = None,
     suppressed: Annotated[bool | None, Query(description="shelved or out of service")] = None,
     sort: Sort = "-raised_at",
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 50,
+    limit: Annotated[int, Query(ge=1, le=PAGE_MAX)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> AlarmPage:
-    if limit > svc.settings.api.page_max:
-        raise Invalid(f"limit may be at most {svc.settings.api.page_max}")
-    for name, given in (("since", since), ("until", until)):
-        if (problem := time_problem(name, given)) is not None:
-            raise Invalid(problem)
+    since = None if since is None else clamp_time(since)
+    until = None if until is None else clamp_time(until)
     states: list[str] | None = list(state) if state else None
     if open_only:
         wanted = sorted(actions.OPEN_STATES) if states is None else states
@@ -158,7 +166,12 @@ async def list_alarms(
     )
 
 
-@router.get("/{alarm_id}", response_model=AlarmDetail, summary="One alarm with its events")
+@router.get(
+    "/{alarm_id}",
+    responses=NOT_FOUND,
+    response_model=AlarmDetail,
+    summary="One alarm with its events",
+)
 async def get_alarm(alarm_id: AlarmId, user: Reader, conn: Conn, svc: ServicesDep) -> AlarmDetail:
     row = await conn.fetchrow(
         f"SELECT {_COLUMNS} {_FROM} WHERE a.alarm_id = $3 "
@@ -203,7 +216,12 @@ def _done(result: actions.ActionResult) -> ActionDone:
     )
 
 
-@router.post("/{alarm_id}/ack", response_model=ActionDone, summary="Acknowledge, with a comment")
+@router.post(
+    "/{alarm_id}/ack",
+    responses=NOT_FOUND | CONFLICT,
+    response_model=ActionDone,
+    summary="Acknowledge, with a comment",
+)
 async def acknowledge(
     alarm_id: AlarmId, body: AckBody, user: Acknowledger, conn: Conn, svc: ServicesDep
 ) -> ActionDone:
@@ -214,7 +232,12 @@ async def acknowledge(
     return _done(result)
 
 
-@router.post("/{alarm_id}/shelve", response_model=ActionDone, summary="Shelve for a while")
+@router.post(
+    "/{alarm_id}/shelve",
+    responses=NOT_FOUND | CONFLICT,
+    response_model=ActionDone,
+    summary="Shelve for a while",
+)
 async def shelve(
     alarm_id: AlarmId, body: ShelveBody, user: Shelver, conn: Conn, svc: ServicesDep
 ) -> ActionDone:
@@ -230,7 +253,12 @@ async def shelve(
     return _done(result)
 
 
-@router.post("/{alarm_id}/unshelve", response_model=ActionDone, summary="End a shelve early")
+@router.post(
+    "/{alarm_id}/unshelve",
+    responses=NOT_FOUND | CONFLICT,
+    response_model=ActionDone,
+    summary="End a shelve early",
+)
 async def unshelve(
     alarm_id: AlarmId, body: UnshelveBody, user: Shelver, conn: Conn, svc: ServicesDep
 ) -> ActionDone:
@@ -241,7 +269,12 @@ async def unshelve(
     return _done(result)
 
 
-@router.post("/{alarm_id}/comment", response_model=ActionDone, summary="Add a comment")
+@router.post(
+    "/{alarm_id}/comment",
+    responses=NOT_FOUND | CONFLICT,
+    response_model=ActionDone,
+    summary="Add a comment",
+)
 async def comment(
     alarm_id: AlarmId, body: CommentBody, user: Commenter, conn: Conn, svc: ServicesDep
 ) -> ActionDone:
@@ -252,7 +285,12 @@ async def comment(
     return _done(result)
 
 
-@router.post("/{alarm_id}/assign", response_model=ActionDone, summary="Assign to a user")
+@router.post(
+    "/{alarm_id}/assign",
+    responses=NOT_FOUND | CONFLICT,
+    response_model=ActionDone,
+    summary="Assign to a user",
+)
 async def assign(
     alarm_id: AlarmId, body: AssignBody, user: Assigner, conn: Conn, svc: ServicesDep
 ) -> ActionDone:
@@ -266,10 +304,10 @@ async def assign(
             alarm_id,
         )
         if found is None:
-            raise Invalid(f"no active user {body.assignee!r}")
+            raise NotFound(f"no active user {body.assignee!r}")
         scope = found["site_scope"]
         if scope is not None and found["site"] not in scope:
-            raise Invalid(f"user {body.assignee!r} cannot see site {found['site']!r}")
+            raise Conflict(f"user {body.assignee!r} cannot see site {found['site']!r}")
     result = await actions.assign(
         conn, alarm_id, actor=user.name, assignee=body.assignee, now=svc.clock()
     )
@@ -278,6 +316,7 @@ async def assign(
 
 @router.post(
     "/{alarm_id}/out-of-service",
+    responses=NOT_FOUND | CONFLICT,
     response_model=ActionDone,
     summary="Take out of service (maintenance, calibration) or return to service",
 )

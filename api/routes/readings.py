@@ -17,12 +17,15 @@ from fastapi import APIRouter, Query
 
 from api.deps import Conn, Reader, ServicesDep
 from api.downsample import Plan, plan
-from api.errors import Invalid, NotFound
-from api.params import INT4_MAX, SensorFilter, time_problem
+from api.errors import NotFound
+from api.params import SENSOR_KEY_PATTERN, Timestamp, clamp_time
 from api.routes import API_PREFIX
-from api.schemas import Point, Readings, finite
+from api.schemas import NOT_FOUND, SECURED, Point, Readings, finite
 
-router = APIRouter(prefix=API_PREFIX, tags=["readings"])
+# The most points a request may name; `api.max_points` may lower it (requests are clamped).
+MAX_POINTS_CEILING = 10_000
+
+router = APIRouter(prefix=API_PREFIX, tags=["readings"], responses=SECURED)
 
 # Values that are not finite (NaN, +-inf) are left out of bucket aggregates; `x = x` is false
 # only for NaN in IEEE terms, but PostgreSQL orders NaN above everything and calls it equal to
@@ -32,8 +35,7 @@ _FINITE = "value BETWEEN '-1e308'::float8 AND '1e308'::float8"
 _SENSOR = """
 SELECT n.sensor_id, n.key, n.unit
 FROM sensors n JOIN assets a ON a.asset_id = n.asset_id JOIN sites s ON s.site_id = a.site_id
-WHERE ($1::text[] IS NULL OR s.key = ANY($1::text[]))
-  AND CASE WHEN $2::text IS NULL THEN n.sensor_id = $3 ELSE n.key = $2 END
+WHERE ($1::text[] IS NULL OR s.key = ANY($1::text[])) AND n.key = $2
 """
 
 PROBE_SQL = """
@@ -122,13 +124,16 @@ async def query_points(
 
 @router.get(
     "/readings",
+    responses=NOT_FOUND,
     response_model=Readings,
     summary="Readings of one sensor over a range, downsampled to at most max_points",
     description=(
-        "Give the sensor by key (`sensor=device/channel`) or id (`sensor_id`). The range is "
-        "[start, end); end defaults to now and start to 24 hours before end. When the range "
-        "holds more than max_points readings, each point is a time bucket with the mean, min "
-        "and max of its readings, so a single-sample spike stays visible."
+        "The range is [start, end); end defaults to now and start to 24 hours before end. "
+        "A range is cut to the last `api.max_range_days` before its end and to the years "
+        "1970-2200, and max_points to `api.max_points`; the answer's start, end and bucket_s "
+        "say what was used. An empty range (end <= start) has no points. When the range holds "
+        "more than max_points readings, each point is a time bucket with the mean, min and max "
+        "of its readings, so a single-sample spike stays visible."
     ),
 )
 async def readings(
@@ -136,37 +141,28 @@ async def readings(
     user: Reader,
     conn: Conn,
     svc: ServicesDep,
-    sensor: SensorFilter = None,
-    sensor_id: Annotated[int | None, Query(ge=1, le=INT4_MAX)] = None,
-    start: Annotated[datetime | None, Query(description="RFC 3339; default end - 24 h")] = None,
-    end: Annotated[datetime | None, Query(description="RFC 3339; default now")] = None,
-    max_points: Annotated[int | None, Query(ge=10, description="default from settings")] = None,
+    sensor: Annotated[str, Query(pattern=SENSOR_KEY_PATTERN, max_length=130)],
+    start: Annotated[Timestamp | None, Query(description="RFC 3339; default end - 24 h")] = None,
+    end: Annotated[Timestamp | None, Query(description="RFC 3339; default now")] = None,
+    max_points: Annotated[
+        int | None, Query(ge=10, le=MAX_POINTS_CEILING, description="default from settings")
+    ] = None,
 ) -> Readings:
     settings = svc.settings.api
-    if (sensor is None) == (sensor_id is None):
-        raise Invalid("give the sensor as either `sensor` (key) or `sensor_id`")
-    points_wanted = settings.default_points if max_points is None else max_points
-    if points_wanted > settings.max_points:
-        raise Invalid(f"max_points may be at most {settings.max_points}")
-    for name, given in (("start", start), ("end", end)):
-        if (problem := time_problem(name, given)) is not None:
-            raise Invalid(problem)
-    end = end or svc.clock()
-    start = start or end - timedelta(hours=24)
-    if end <= start:
-        raise Invalid("end must be after start")
-    if end - start > timedelta(days=settings.max_range_days):
-        raise Invalid(f"a range may cover at most {settings.max_range_days:g} days")
-    row = await conn.fetchrow(_SENSOR, user.scope_param, sensor, sensor_id)
+    points_wanted = min(settings.default_points if max_points is None else max_points,
+                        settings.max_points)  # fmt: skip
+    end = clamp_time(end or svc.clock())
+    start = clamp_time(start or end - timedelta(hours=24))
+    start = max(start, end - timedelta(days=settings.max_range_days))
+    row = await conn.fetchrow(_SENSOR, user.scope_param, sensor)
     if row is None:
-        raise NotFound(f"no sensor {sensor if sensor is not None else sensor_id}")
-    chosen, points = await query_points(
-        conn,
-        sensor_id=row["sensor_id"],
-        start=start,
-        end=end,
-        max_points=points_wanted,
-    )
+        raise NotFound(f"no sensor {sensor}")
+    points: list[Point] = []
+    chosen = Plan("raw", None)
+    if start < end:
+        chosen, points = await query_points(
+            conn, sensor_id=row["sensor_id"], start=start, end=end, max_points=points_wanted
+        )
     return Readings(
         sensor_id=row["sensor_id"],
         sensor=row["key"],
@@ -175,5 +171,6 @@ async def readings(
         end=end,
         source=chosen.source,
         bucket_s=chosen.bucket_s,
+        max_points=points_wanted,
         points=points,
     )

@@ -20,9 +20,9 @@ from api.params import (
     SiteKey,
 )
 from api.routes import API_PREFIX
-from api.schemas import Asset, Latest, Sensor, Site, finite
+from api.schemas import NOT_FOUND, SECURED, Asset, Latest, Sensor, Site, finite
 
-router = APIRouter(prefix=API_PREFIX, tags=["registry"])
+router = APIRouter(prefix=API_PREFIX, tags=["registry"], responses=SECURED)
 
 _SCOPE = "($1::text[] IS NULL OR s.key = ANY($1::text[]))"
 
@@ -72,7 +72,7 @@ async def list_sites(user: Reader, conn: Conn) -> list[Site]:
     return [Site(**dict(r)) for r in rows]
 
 
-@router.get("/sites/{site}", response_model=Site, summary="One site")
+@router.get("/sites/{site}", responses=NOT_FOUND, response_model=Site, summary="One site")
 async def get_site(site: SiteKey, user: Reader, conn: Conn) -> Site:
     row = await conn.fetchrow(_SITES, user.scope_param, site)
     if row is None:
@@ -86,7 +86,7 @@ async def list_assets(user: Reader, conn: Conn, site: SiteFilter = None) -> list
     return [Asset(**dict(r)) for r in rows]
 
 
-@router.get("/assets/{asset}", response_model=Asset, summary="One asset")
+@router.get("/assets/{asset}", responses=NOT_FOUND, response_model=Asset, summary="One asset")
 async def get_asset(asset: AssetKey, user: Reader, conn: Conn) -> Asset:
     row = await conn.fetchrow(_ASSETS, user.scope_param, None, asset)
     if row is None:
@@ -106,7 +106,9 @@ async def list_sensors(
     return [Sensor(**dict(r)) for r in rows]
 
 
-@router.get("/sensors/{sensor_id}", response_model=Sensor, summary="One sensor")
+@router.get(
+    "/sensors/{sensor_id}", responses=NOT_FOUND, response_model=Sensor, summary="One sensor"
+)
 async def get_sensor(sensor_id: SensorId, user: Reader, conn: Conn) -> Sensor:
     row = await conn.fetchrow(_SENSORS, user.scope_param, None, None, None, sensor_id)
     if row is None:

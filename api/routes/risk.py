@@ -17,10 +17,10 @@ from fastapi import APIRouter
 from api.deps import Conn, Reader, ServicesDep
 from api.params import SiteFilter
 from api.routes import API_PREFIX
-from api.schemas import AssetRisk, RiskLevel, RiskPicture, SiteRisk, finite
+from api.schemas import SECURED, AssetRisk, RiskLevel, RiskPicture, SiteRisk, finite
 from hazwatch.domain import Tier
 
-router = APIRouter(prefix=API_PREFIX, tags=["risk"])
+router = APIRouter(prefix=API_PREFIX, tags=["risk"], responses=SECURED)
 
 _RISK = """
 SELECT s.key AS site, s.name AS site_name, a.key AS asset, a.name, a.kind, a.static_risk,

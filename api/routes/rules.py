@@ -17,18 +17,18 @@ import math
 from typing import Any
 
 import orjson
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import ValidationError
 
 from api.deps import Conn, Reader, RuleEditor
-from api.errors import Invalid, NotFound
+from api.errors import Conflict, Invalid, NotFound
 from api.params import SensorId
 from api.routes import API_PREFIX
-from api.schemas import SensorRules
+from api.schemas import NOT_FOUND, SECURED, SensorRules
 from hazwatch.catalog import CATALOGUE
 from hazwatch.rulespec import RuleSpec
 
-router = APIRouter(prefix=API_PREFIX, tags=["rules"])
+router = APIRouter(prefix=API_PREFIX, tags=["rules"], responses=SECURED)
 
 RULES_CHANNEL = "hazwatch_rules"
 
@@ -45,6 +45,10 @@ def effective_rules(kind: str, params: dict[str, float], overrides: RuleSpec) ->
     if spec is None:
         raise ValueError(f"sensor kind {kind!r} is not in the catalogue")
     return spec.default_rules(params).overlay(overrides)
+
+
+def _where(exc: ValidationError) -> str:
+    return ".".join(str(p) for p in exc.errors()[0]["loc"]) or "body"
 
 
 def _all_finite(value: Any) -> bool:
@@ -69,7 +73,12 @@ def _view(
     )
 
 
-@router.get("/sensors/{sensor_id}/rules", response_model=SensorRules, summary="Alarm rules")
+@router.get(
+    "/sensors/{sensor_id}/rules",
+    responses=NOT_FOUND,
+    response_model=SensorRules,
+    summary="Alarm rules",
+)
 async def get_rules(sensor_id: SensorId, user: Reader, conn: Conn) -> SensorRules:
     row = await conn.fetchrow(_SENSOR, sensor_id, user.scope_param)
     if row is None:
@@ -80,18 +89,25 @@ async def get_rules(sensor_id: SensorId, user: Reader, conn: Conn) -> SensorRule
             row["kind"], orjson.loads(row["params"]), RuleSpec.model_validate(overrides)
         )
     except ValueError as exc:
-        raise Invalid(f"the stored rules of sensor {row['key']} do not compile: {exc}") from exc
+        raise Conflict(f"the stored rules of sensor {row['key']} do not compile: {exc}") from exc
     return _view(row["sensor_id"], row["key"], row["kind"], overrides, eff)
 
 
 @router.put(
     "/sensors/{sensor_id}/rules",
+    responses=NOT_FOUND,
     response_model=SensorRules,
     summary="Replace a sensor's rule overrides (engineers; audited)",
 )
 async def put_rules(
-    sensor_id: SensorId, body: RuleSpec, user: RuleEditor, conn: Conn
+    sensor_id: SensorId, body: RuleSpec, user: RuleEditor, conn: Conn, request: Request
 ) -> SensorRules:
+    # FastAPI validated the body leniently (a 0 would pass for false); the API takes JSON types
+    # as the schema states them, so validate the raw JSON again, strictly.
+    try:
+        body = RuleSpec.model_validate_json(await request.body(), strict=True)
+    except ValidationError as exc:
+        raise Invalid(f"rules: {exc.errors()[0]['msg']} at {_where(exc)}") from exc
     overrides = body.model_dump(mode="json", exclude_unset=True)
     if not _all_finite(body.model_dump()):
         raise Invalid("rule limits must be finite numbers")
