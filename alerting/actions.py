@@ -1,301 +1,192 @@
-"""Operator actions on an alarm: acknowledge, shelve, unshelve, out-of-service, comment, assign.
+"""Operator actions on one alarm: acknowledge, shelve, unshelve, out of service, in service,
+comment, assign. Each locks the alarm row, checks the state, updates it and appends one event
+(with its notification) in the caller's transaction; a refused action writes nothing.
 
-Each action is one transaction: it locks the alarm row (SELECT ... FOR UPDATE), checks that the
-action fits the alarm's state, updates the row, appends exactly one `alarm_events` row and
-notifies channel `hazwatch_alarm_events` (delivered on commit). Two concurrent acknowledgements
-of one alarm are serialised by the row lock: the first wins, the second finds the alarm already
-acknowledged and is refused with `AlarmActionRefused`, writing nothing.
-
-ISA-18.2 transitions of an acknowledgement: active_unacked -> active_acked, and
-cleared_unacked -> closed. The engine owns every other transition (raise, tier moves, clear).
-
-Callers pass the time (`now`), so tests control it; the event's `ts` is that time.
+Two operators acknowledging at once: the second waits for the first's row lock, then sees the
+alarm acknowledged and is refused, so there is exactly one `acknowledged` event.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 import asyncpg
 import orjson
 
+from alerting import store
+from alerting.store import AlarmRow, EventRow
+from alerting.tracker import Subject, iso, payload
 from hazwatch.errors import AlarmActionRefused, AlarmNotFound
 
-CHANNEL = "hazwatch_alarm_events"
-OPEN_STATES = frozenset({"active_unacked", "active_acked", "cleared_unacked"})
-
-_LOCK_SQL = """
-SELECT a.alarm_id, a.state, a.tier, a.max_tier, a.value, a.rule, a.shelved_until,
-       a.out_of_service, a.assignee, a.predicted,
-       s.key AS site, t.key AS asset, n.key AS sensor
-FROM alarms a
-JOIN sites s ON s.site_id = a.site_id
-JOIN assets t ON t.asset_id = a.asset_id
-JOIN sensors n ON n.sensor_id = a.sensor_id
-WHERE a.alarm_id = $1
-FOR UPDATE OF a
-"""
+_SELECT = """SELECT a.alarm_id, a.sensor_id, a.asset_id, a.site_id, a.rule, a.state, a.tier,
+        a.max_tier, a.predicted, a.value, a.out_of_service, a.shelve_reason,
+        hazwatch_ts_to_us(a.raised_at) AS raised_us,
+        hazwatch_ts_to_us(a.shelved_until) AS shelved_us,
+        n.key AS sensor_key, x.key AS asset_key, s.key AS site_key
+    FROM alarms a
+    JOIN assets x ON x.asset_id = a.asset_id
+    JOIN sites s ON s.site_id = a.site_id
+    LEFT JOIN sensors n ON n.sensor_id = a.sensor_id
+    WHERE a.alarm_id = $1
+    FOR UPDATE OF a"""
 
 
-@dataclass(frozen=True, slots=True)
-class ActionResult:
-    """What an action did: the event it appended and the alarm's state after it."""
-
-    alarm_id: int
-    event_id: int
-    kind: str
-    state: str
+def _us(at: datetime) -> int:
+    return (at - datetime(1970, 1, 1, tzinfo=at.tzinfo)) // timedelta(microseconds=1)
 
 
-def event_payload(
-    alarm: Mapping[str, Any],
-    *,
-    event_id: int,
-    kind: str,
-    ts: datetime,
-    actor: str | None,
-    comment: str | None,
-    suppressed: bool,
-) -> dict[str, Any]:
-    """The JSON object sent with pg_notify on `hazwatch_alarm_events` (kept well under the
-    8,000-byte NOTIFY limit: no free text longer than 1,000 characters)."""
-    return {
-        "event_id": event_id,
-        "alarm_id": alarm["alarm_id"],
-        "kind": kind,
-        "ts": ts.isoformat(),
-        "site": alarm["site"],
-        "asset": alarm["asset"],
-        "sensor": alarm["sensor"],
-        "rule": alarm["rule"],
-        "state": alarm["state"],
-        "tier": alarm["tier"],
-        "max_tier": alarm["max_tier"],
-        "predicted": alarm["predicted"],
-        "actor": actor,
-        "comment": None if comment is None else comment[:1000],
-        "suppressed": suppressed,
-    }
+async def _lock(conn: asyncpg.Connection, alarm_id: int) -> tuple[AlarmRow, Subject]:
+    r = await conn.fetchrow(_SELECT, alarm_id)
+    if r is None:
+        raise AlarmNotFound(f"no alarm {alarm_id}")
+    row = AlarmRow(
+        alarm_id=r["alarm_id"], sensor_id=r["sensor_id"], asset_id=r["asset_id"],
+        site_id=r["site_id"], rule=r["rule"], state=r["state"], tier=r["tier"],
+        max_tier=r["max_tier"], predicted=r["predicted"], value=r["value"], message="",
+        raised_us=r["raised_us"], shelved_us=r["shelved_us"],
+        shelve_reason=r["shelve_reason"], out_of_service=r["out_of_service"],
+    )  # fmt: skip
+    subject = Subject(r["sensor_id"], r["sensor_key"], r["asset_id"], r["asset_key"],
+                      r["site_id"], r["site_key"])  # fmt: skip
+    return row, subject
 
 
-def is_suppressed(alarm: Mapping[str, Any], now: datetime) -> bool:
-    """Shelved (until a time still ahead) or out of service: recorded, but nobody is notified."""
-    until = alarm["shelved_until"]
-    return bool(alarm["out_of_service"]) or (until is not None and until > now)
-
-
-async def record_event(
-    conn: asyncpg.Connection,
-    alarm: Mapping[str, Any],
-    *,
-    kind: str,
-    now: datetime,
-    actor: str | None,
-    comment: str | None = None,
-    details: Mapping[str, Any] | None = None,
-) -> int:
-    """Append one event for `alarm` (its state after the change) and notify; returns event_id.
-    Must run inside the caller's transaction, so the event commits with the change."""
-    event_id: int = await conn.fetchval(
-        """INSERT INTO alarm_events (alarm_id, ts, kind, tier, value, actor, comment, details)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb) RETURNING event_id""",
-        alarm["alarm_id"],
-        now,
-        kind,
-        alarm["tier"],
-        alarm["value"],
-        actor,
-        comment,
-        orjson.dumps(dict(details or {})).decode(),
-    )
-    payload = event_payload(
-        alarm,
+async def _event(
+    conn: asyncpg.Connection, row: AlarmRow, subject: Subject, kind: str, at: datetime,
+    actor: str, comment: str | None, details: dict[str, object],
+) -> EventRow:  # fmt: skip
+    (event_id,) = await store.next_ids(conn, "alarm_events_event_id_seq", 1)
+    ts_us = _us(at)
+    event = EventRow(
         event_id=event_id,
+        alarm_id=row.alarm_id,
+        ts_us=ts_us,
         kind=kind,
-        ts=now,
+        tier=row.tier,
+        value=row.value,
         actor=actor,
         comment=comment,
-        suppressed=is_suppressed(alarm, now),
+        details=orjson.dumps(details).decode(),
+        payload=payload(event_id, row, subject, kind, ts_us, row.tier, row.value, actor),
     )
-    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, orjson.dumps(payload).decode())
-    return event_id
-
-
-async def _lock(conn: asyncpg.Connection, alarm_id: int) -> dict[str, Any]:
-    row = await conn.fetchrow(_LOCK_SQL, alarm_id)
-    if row is None:
-        raise AlarmNotFound(alarm_id)
-    return dict(row)
-
-
-def _require_open(alarm: Mapping[str, Any], action: str) -> None:
-    if alarm["state"] not in OPEN_STATES:
-        raise AlarmActionRefused(f"alarm {alarm['alarm_id']} is closed: cannot {action} it")
+    await store.insert_events(conn, [event])
+    return event
 
 
 async def acknowledge(
-    conn: asyncpg.Connection, alarm_id: int, *, actor: str, comment: str | None, now: datetime
-) -> ActionResult:
-    async with conn.transaction():
-        alarm = await _lock(conn, alarm_id)
-        state = alarm["state"]
-        if state == "active_unacked":
-            new_state, closed_at = "active_acked", None
-        elif state == "cleared_unacked":
-            new_state, closed_at = "closed", now
-        else:
-            raise AlarmActionRefused(f"alarm {alarm_id} is already acknowledged (state {state})")
-        await conn.execute(
-            """UPDATE alarms SET state = $2, acked_at = $3, acked_by = $4,
-                      closed_at = COALESCE($5, closed_at), updated_at = $3
-               WHERE alarm_id = $1""",
-            alarm_id,
-            new_state,
-            now,
-            actor,
-            closed_at,
-        )
-        alarm["state"] = new_state
-        event_id = await record_event(
-            conn,
-            alarm,
-            kind="acknowledged",
-            now=now,
-            actor=actor,
-            comment=comment,
-            details={"from_state": state, "closed": new_state == "closed"},
-        )
-    return ActionResult(alarm_id, event_id, "acknowledged", new_state)
+    conn: asyncpg.Connection, alarm_id: int, *, actor: str, at: datetime, comment: str | None = None
+) -> EventRow:
+    """active_unacked -> active_acked; cleared_unacked -> closed. Anything else is refused."""
+    row, subject = await _lock(conn, alarm_id)
+    if row.state == "active_unacked":
+        row.state = "active_acked"
+    elif row.state == "cleared_unacked":
+        row.state = "closed"
+    else:
+        raise AlarmActionRefused(f"alarm {alarm_id} is {row.state}: nothing to acknowledge")
+    await conn.execute(
+        """UPDATE alarms SET state = $2::text, acked_at = $3::timestamptz, acked_by = $4,
+               closed_at = CASE WHEN $2::text = 'closed' THEN $3::timestamptz END,
+               updated_at = now()
+           WHERE alarm_id = $1""",
+        alarm_id, row.state, at, actor,
+    )  # fmt: skip
+    return await _event(conn, row, subject, "acknowledged", at, actor, comment, {})
 
 
 async def shelve(
-    conn: asyncpg.Connection,
-    alarm_id: int,
-    *,
-    actor: str,
-    duration: timedelta,
+    conn: asyncpg.Connection, alarm_id: int, *, actor: str, at: datetime, duration: timedelta,
     reason: str,
-    now: datetime,
-) -> ActionResult:
-    """Suppress notifications until now + duration (a new shelve replaces the expiry)."""
+) -> EventRow:  # fmt: skip
+    """Suppress the alarm's notifications until `at + duration`; it keeps being recorded."""
     if duration <= timedelta(0):
-        raise AlarmActionRefused("a shelve duration must be positive")
-    until = now + duration
-    async with conn.transaction():
-        alarm = await _lock(conn, alarm_id)
-        _require_open(alarm, "shelve")
-        await conn.execute(
-            """UPDATE alarms SET shelved_until = $2, shelve_reason = $3, updated_at = $4
-               WHERE alarm_id = $1""",
-            alarm_id,
-            until,
-            reason,
-            now,
-        )
-        alarm["shelved_until"] = until
-        event_id = await record_event(
-            conn,
-            alarm,
-            kind="shelved",
-            now=now,
-            actor=actor,
-            comment=reason,
-            details={"until": until.isoformat(), "duration_s": duration.total_seconds()},
-        )
-    return ActionResult(alarm_id, event_id, "shelved", alarm["state"])
+        raise AlarmActionRefused("a shelve needs a positive duration")
+    if not reason.strip():
+        raise AlarmActionRefused("a shelve needs a reason")
+    row, subject = await _lock(conn, alarm_id)
+    if row.state == "closed":
+        raise AlarmActionRefused(f"alarm {alarm_id} is closed: nothing to shelve")
+    until = at + duration
+    await conn.execute(
+        """UPDATE alarms SET shelved_until = $2, shelve_reason = $3, updated_at = now()
+           WHERE alarm_id = $1""",
+        alarm_id, until, reason,
+    )  # fmt: skip
+    row.shelved_us = _us(until)
+    return await _event(
+        conn, row, subject, "shelved", at, actor, reason, {"until": iso(_us(until))}
+    )
 
 
 async def unshelve(
-    conn: asyncpg.Connection, alarm_id: int, *, actor: str, comment: str | None, now: datetime
-) -> ActionResult:
-    async with conn.transaction():
-        alarm = await _lock(conn, alarm_id)
-        until = alarm["shelved_until"]
-        if until is None or until <= now:
-            raise AlarmActionRefused(f"alarm {alarm_id} is not shelved")
-        await conn.execute(
-            """UPDATE alarms SET shelved_until = NULL, shelve_reason = NULL, updated_at = $2
-               WHERE alarm_id = $1""",
-            alarm_id,
-            now,
-        )
-        alarm["shelved_until"] = None
-        event_id = await record_event(
-            conn, alarm, kind="unshelved", now=now, actor=actor, comment=comment
-        )
-    return ActionResult(alarm_id, event_id, "unshelved", alarm["state"])
+    conn: asyncpg.Connection, alarm_id: int, *, actor: str, at: datetime, comment: str | None = None
+) -> EventRow:
+    row, subject = await _lock(conn, alarm_id)
+    if row.shelved_us is None:
+        raise AlarmActionRefused(f"alarm {alarm_id} is not shelved")
+    await conn.execute(
+        "UPDATE alarms SET shelved_until = NULL, shelve_reason = NULL, updated_at = now() "
+        "WHERE alarm_id = $1",
+        alarm_id,
+    )
+    row.shelved_us = None
+    return await _event(conn, row, subject, "unshelved", at, actor, comment, {})
 
 
 async def set_out_of_service(
-    conn: asyncpg.Connection,
-    alarm_id: int,
-    *,
-    actor: str,
-    out_of_service: bool,
-    reason: str,
-    now: datetime,
-) -> ActionResult:
-    """Take an alarm out of service (maintenance, calibration) or return it to service."""
-    async with conn.transaction():
-        alarm = await _lock(conn, alarm_id)
-        if out_of_service:
-            _require_open(alarm, "take out of service")
-        if alarm["out_of_service"] == out_of_service:
-            where = "out of" if out_of_service else "in"
-            raise AlarmActionRefused(f"alarm {alarm_id} is already {where} service")
-        await conn.execute(
-            "UPDATE alarms SET out_of_service = $2, updated_at = $3 WHERE alarm_id = $1",
-            alarm_id,
-            out_of_service,
-            now,
-        )
-        alarm["out_of_service"] = out_of_service
-        kind = "out_of_service" if out_of_service else "returned_to_service"
-        event_id = await record_event(conn, alarm, kind=kind, now=now, actor=actor, comment=reason)
-    return ActionResult(alarm_id, event_id, kind, alarm["state"])
+    conn: asyncpg.Connection, alarm_id: int, *, actor: str, at: datetime, out: bool, reason: str
+) -> EventRow:
+    """Out of service (maintenance, calibration) or back in service."""
+    row, subject = await _lock(conn, alarm_id)
+    if row.out_of_service == out:
+        state = "out of service" if out else "in service"
+        raise AlarmActionRefused(f"alarm {alarm_id} is already {state}")
+    await conn.execute(
+        "UPDATE alarms SET out_of_service = $2, updated_at = now() WHERE alarm_id = $1",
+        alarm_id, out,
+    )  # fmt: skip
+    row.out_of_service = out
+    kind = "out_of_service" if out else "in_service"
+    return await _event(conn, row, subject, kind, at, actor, reason, {})
 
 
 async def comment(
-    conn: asyncpg.Connection, alarm_id: int, *, actor: str, text: str, now: datetime
-) -> ActionResult:
-    """A note on the alarm's record; allowed on closed alarms too (post-incident notes)."""
-    async with conn.transaction():
-        alarm = await _lock(conn, alarm_id)
-        event_id = await record_event(
-            conn, alarm, kind="commented", now=now, actor=actor, comment=text
-        )
-    return ActionResult(alarm_id, event_id, "commented", alarm["state"])
+    conn: asyncpg.Connection, alarm_id: int, *, actor: str, at: datetime, text: str
+) -> EventRow:
+    if not text.strip():
+        raise AlarmActionRefused("a comment needs text")
+    row, subject = await _lock(conn, alarm_id)
+    return await _event(conn, row, subject, "commented", at, actor, text, {})
 
 
 async def assign(
-    conn: asyncpg.Connection,
-    alarm_id: int,
-    *,
-    actor: str,
-    assignee: str | None,
-    now: datetime,
-) -> ActionResult:
-    """Give the alarm to a person (None takes it back)."""
-    async with conn.transaction():
-        alarm = await _lock(conn, alarm_id)
-        _require_open(alarm, "assign")
-        previous = alarm["assignee"]
+    conn: asyncpg.Connection, alarm_id: int, *, actor: str, at: datetime, assignee: str | None
+) -> EventRow:
+    row, subject = await _lock(conn, alarm_id)
+    await conn.execute(
+        "UPDATE alarms SET assignee = $2, updated_at = now() WHERE alarm_id = $1",
+        alarm_id, assignee,
+    )  # fmt: skip
+    return await _event(conn, row, subject, "assigned", at, actor, None, {"assignee": assignee})
+
+
+async def expire_shelves(conn: asyncpg.Connection, *, at: datetime) -> list[EventRow]:
+    """Unshelve every alarm whose shelve ran out (the service's tick calls this)."""
+    ids = await conn.fetch(
+        "SELECT alarm_id FROM alarms WHERE shelved_until <= $1 ORDER BY alarm_id", at
+    )
+    events = []
+    for r in ids:
+        row, subject = await _lock(conn, r["alarm_id"])
+        if row.shelved_us is None or row.shelved_us > _us(at):
+            continue  # unshelved or re-shelved meanwhile
         await conn.execute(
-            "UPDATE alarms SET assignee = $2, updated_at = $3 WHERE alarm_id = $1",
-            alarm_id,
-            assignee,
-            now,
+            "UPDATE alarms SET shelved_until = NULL, shelve_reason = NULL, updated_at = now() "
+            "WHERE alarm_id = $1",
+            row.alarm_id,
         )
-        alarm["assignee"] = assignee
-        event_id = await record_event(
-            conn,
-            alarm,
-            kind="assigned",
-            now=now,
-            actor=actor,
-            details={"assignee": assignee, "previous": previous},
+        row.shelved_us = None
+        events.append(
+            await _event(conn, row, subject, "unshelved", at, "system", "shelve expired", {})
         )
-    return ActionResult(alarm_id, event_id, "assigned", alarm["state"])
+    return events

@@ -160,8 +160,8 @@ class Alarm(_Out):
     alarm_id: int
     site: str
     asset: str
-    sensor: str
-    sensor_id: int
+    sensor: str | None = Field(description="null for an asset's vote alarm")
+    sensor_id: int | None
     rule: str
     state: AlarmState
     tier: TierNumber

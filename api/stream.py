@@ -28,7 +28,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from alerting.actions import CHANNEL
+from alerting.store import CHANNEL
 from api.metrics import ApiMetrics
 from api.schemas import finite
 from hazwatch.config import DatabaseSettings

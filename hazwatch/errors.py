@@ -8,7 +8,7 @@ HazwatchError
 ├── RegistryError                the registry file is invalid; carries every problem
 ├── AlarmError
 │   ├── AlarmNotFound            no alarm with that id (API: 404)
-│   └── AlarmActionRefused       the action does not fit the alarm's state (API: 409)
+│   └── AlarmActionRefused       the action does not apply to the alarm's state (API: 409)
 └── AccountError                 an unknown user, site or token (API: 404)
     └── AccountConflict          a duplicate user, a token revoked twice (API: 409)
 """
@@ -65,14 +65,11 @@ class AlarmError(HazwatchError):
 
 
 class AlarmNotFound(AlarmError):
-    def __init__(self, alarm_id: int) -> None:
-        self.alarm_id = alarm_id
-        super().__init__(f"no alarm {alarm_id}")
+    pass
 
 
 class AlarmActionRefused(AlarmError):
-    """An operator action that does not fit the alarm's state: a second acknowledgement,
-    shelving a closed alarm, unshelving one that is not shelved."""
+    """E.g. acknowledging an alarm that is already acknowledged or closed."""
 
 
 class AccountError(HazwatchError):

@@ -1,13 +1,14 @@
 """Alarms: the filtered, paginated list, one alarm with its events, and the operator actions.
 
-The actions are thin: check the user's site scope (an alarm outside it is a 404, exactly as if
-it did not exist), then call `alerting.actions`, which locks the row, checks the state, writes
-the event and notifies. A refused action (double acknowledge, unshelving an alarm that is not
-shelved) is a 409 and writes nothing.
+The actions are thin: in one transaction, check the user's site scope (an alarm outside it is
+a 404, exactly as if it did not exist), then call the engine's `alerting.actions`, which locks
+the row, checks the state, appends the event and notifies at commit. A refused action (double
+acknowledge, unshelving an alarm that is not shelved) is a 409 and writes nothing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
@@ -16,6 +17,7 @@ import orjson
 from fastapi import APIRouter, Query
 
 from alerting import actions
+from alerting.store import EventRow
 from api.auth import Principal
 from api.deps import (
     Acknowledger,
@@ -86,7 +88,7 @@ _FROM = """
 FROM alarms a
 JOIN sites s ON s.site_id = a.site_id
 JOIN assets t ON t.asset_id = a.asset_id
-JOIN sensors n ON n.sensor_id = a.sensor_id
+LEFT JOIN sensors n ON n.sensor_id = a.sensor_id  -- none for an asset's vote alarm
 """
 
 # $1 now, $2 scope, $3 states, $4 tiers, $5 min max_tier, $6 site, $7 asset, $8 sensor,
@@ -107,6 +109,7 @@ WHERE ($2::text[] IS NULL OR s.key = ANY($2::text[]))
 """
 
 Tier = Annotated[int, Query(ge=0, le=4)]
+OPEN_STATES = frozenset({"active_unacked", "active_acked", "cleared_unacked"})
 PAGE_MAX = 500
 
 
@@ -143,8 +146,8 @@ async def list_alarms(
     until = None if until is None else clamp_time(until)
     states: list[str] | None = list(state) if state else None
     if open_only:
-        wanted = sorted(actions.OPEN_STATES) if states is None else states
-        states = [s for s in wanted if s in actions.OPEN_STATES]
+        wanted = sorted(OPEN_STATES) if states is None else states
+        states = [s for s in wanted if s in OPEN_STATES]
     args: list[Any] = [
         svc.clock(), user.scope_param, states, list(tier) if tier else None, min_tier,
         site, asset, sensor, since, until, assignee, suppressed,
@@ -199,21 +202,24 @@ async def get_alarm(alarm_id: AlarmId, user: Reader, conn: Conn, svc: ServicesDe
     )
 
 
-async def _check_scope(conn: asyncpg.Connection, user: Principal, alarm_id: int) -> None:
-    site = await conn.fetchval(
-        "SELECT s.key FROM alarms a JOIN sites s USING (site_id) WHERE a.alarm_id = $1", alarm_id
-    )
-    if site is None or not user.sees(site):
-        raise NotFound(f"no alarm {alarm_id}")
-
-
-def _done(result: actions.ActionResult) -> ActionDone:
-    return ActionDone(
-        alarm_id=result.alarm_id,
-        event_id=result.event_id,
-        kind=result.kind,
-        state=result.state,
-    )
+async def _act(
+    conn: asyncpg.Connection,
+    user: Principal,
+    alarm_id: int,
+    action: Callable[[], Awaitable[EventRow]],
+) -> ActionDone:
+    """One transaction: the scope check, the action (alerting.actions locks the row, checks
+    the state, appends the event and notifies at commit), and the state it left."""
+    async with conn.transaction():
+        site = await conn.fetchval(
+            "SELECT s.key FROM alarms a JOIN sites s USING (site_id) WHERE a.alarm_id = $1",
+            alarm_id,
+        )
+        if site is None or not user.sees(site):
+            raise NotFound(f"no alarm {alarm_id}")
+        event = await action()
+        state = await conn.fetchval("SELECT state FROM alarms WHERE alarm_id = $1", alarm_id)
+    return ActionDone(alarm_id=alarm_id, event_id=event.event_id, kind=event.kind, state=state)
 
 
 @router.post(
@@ -225,32 +231,31 @@ def _done(result: actions.ActionResult) -> ActionDone:
 async def acknowledge(
     alarm_id: AlarmId, body: AckBody, user: Acknowledger, conn: Conn, svc: ServicesDep
 ) -> ActionDone:
-    await _check_scope(conn, user, alarm_id)
-    result = await actions.acknowledge(
-        conn, alarm_id, actor=user.name, comment=body.comment, now=svc.clock()
-    )
-    return _done(result)
+    return await _act(
+        conn, user, alarm_id,
+        lambda: actions.acknowledge(
+            conn, alarm_id, actor=user.name, at=svc.clock(), comment=body.comment
+        ),
+    )  # fmt: skip
 
 
 @router.post(
     "/{alarm_id}/shelve",
     responses=NOT_FOUND | CONFLICT,
     response_model=ActionDone,
-    summary="Shelve for a while",
+    summary="Shelve for a while, with a reason (notifications stop until it expires)",
 )
 async def shelve(
     alarm_id: AlarmId, body: ShelveBody, user: Shelver, conn: Conn, svc: ServicesDep
 ) -> ActionDone:
-    await _check_scope(conn, user, alarm_id)
-    result = await actions.shelve(
-        conn,
-        alarm_id,
-        actor=user.name,
-        duration=timedelta(seconds=body.duration_s),
-        reason=body.reason,
-        now=svc.clock(),
-    )
-    return _done(result)
+    duration = timedelta(seconds=body.duration_s)
+    return await _act(
+        conn, user, alarm_id,
+        lambda: actions.shelve(
+            conn, alarm_id, actor=user.name, at=svc.clock(), duration=duration,
+            reason=body.reason,
+        ),
+    )  # fmt: skip
 
 
 @router.post(
@@ -262,11 +267,12 @@ async def shelve(
 async def unshelve(
     alarm_id: AlarmId, body: UnshelveBody, user: Shelver, conn: Conn, svc: ServicesDep
 ) -> ActionDone:
-    await _check_scope(conn, user, alarm_id)
-    result = await actions.unshelve(
-        conn, alarm_id, actor=user.name, comment=body.comment, now=svc.clock()
-    )
-    return _done(result)
+    return await _act(
+        conn, user, alarm_id,
+        lambda: actions.unshelve(
+            conn, alarm_id, actor=user.name, at=svc.clock(), comment=body.comment
+        ),
+    )  # fmt: skip
 
 
 @router.post(
@@ -278,23 +284,21 @@ async def unshelve(
 async def comment(
     alarm_id: AlarmId, body: CommentBody, user: Commenter, conn: Conn, svc: ServicesDep
 ) -> ActionDone:
-    await _check_scope(conn, user, alarm_id)
-    result = await actions.comment(
-        conn, alarm_id, actor=user.name, text=body.comment, now=svc.clock()
-    )
-    return _done(result)
+    return await _act(
+        conn, user, alarm_id,
+        lambda: actions.comment(conn, alarm_id, actor=user.name, at=svc.clock(), text=body.comment),
+    )  # fmt: skip
 
 
 @router.post(
     "/{alarm_id}/assign",
     responses=NOT_FOUND | CONFLICT,
     response_model=ActionDone,
-    summary="Assign to a user",
+    summary="Assign to a user (null takes it back)",
 )
 async def assign(
     alarm_id: AlarmId, body: AssignBody, user: Assigner, conn: Conn, svc: ServicesDep
 ) -> ActionDone:
-    await _check_scope(conn, user, alarm_id)
     if body.assignee is not None:
         found = await conn.fetchrow(
             """SELECT u.site_scope, s.key AS site
@@ -304,14 +308,16 @@ async def assign(
             alarm_id,
         )
         if found is None:
-            raise NotFound(f"no active user {body.assignee!r}")
+            raise NotFound(f"no active user {body.assignee!r} (or no alarm {alarm_id})")
         scope = found["site_scope"]
-        if scope is not None and found["site"] not in scope:
+        if scope is not None and found["site"] not in scope and user.sees(found["site"]):
             raise Conflict(f"user {body.assignee!r} cannot see site {found['site']!r}")
-    result = await actions.assign(
-        conn, alarm_id, actor=user.name, assignee=body.assignee, now=svc.clock()
-    )
-    return _done(result)
+    return await _act(
+        conn, user, alarm_id,
+        lambda: actions.assign(
+            conn, alarm_id, actor=user.name, at=svc.clock(), assignee=body.assignee
+        ),
+    )  # fmt: skip
 
 
 @router.post(
@@ -323,13 +329,10 @@ async def assign(
 async def out_of_service(
     alarm_id: AlarmId, body: OutOfServiceBody, user: ServiceTaker, conn: Conn, svc: ServicesDep
 ) -> ActionDone:
-    await _check_scope(conn, user, alarm_id)
-    result = await actions.set_out_of_service(
-        conn,
-        alarm_id,
-        actor=user.name,
-        out_of_service=body.out_of_service,
-        reason=body.reason,
-        now=svc.clock(),
-    )
-    return _done(result)
+    return await _act(
+        conn, user, alarm_id,
+        lambda: actions.set_out_of_service(
+            conn, alarm_id, actor=user.name, at=svc.clock(), out=body.out_of_service,
+            reason=body.reason,
+        ),
+    )  # fmt: skip
