@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from hazwatch.cli import api, db, registry, users
+from hazwatch.cli import api, db, notify, registry, users
 
 app = typer.Typer(
     name="hazwatch",
@@ -19,6 +19,7 @@ app = typer.Typer(
 app.add_typer(db.app, name="db")
 app.add_typer(registry.app, name="registry")
 app.add_typer(api.app, name="api")
+app.add_typer(notify.app, name="notify")
 app.add_typer(users.users_app, name="users")
 app.add_typer(users.tokens_app, name="tokens")
 
