@@ -80,8 +80,9 @@ class Subscriber:
 
 
 async def until(condition: Any, what: str) -> None:
+    """Poll a condition (the database, a receiver's list) with a 10 s deadline."""
     async with asyncio.timeout(10):
-        while not await condition():
+        while not await condition():  # noqa: ASYNC110 - nothing to await but the condition
             await asyncio.sleep(0.05)
 
 
