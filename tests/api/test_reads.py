@@ -106,3 +106,15 @@ async def test_token_is_stored_hashed(api: Api) -> None:
         "sites": ["north"],
         "permissions": ["acknowledge", "assign", "comment", "read", "shelve"],
     }
+
+
+async def test_failed_tokens_are_rate_limited(api: Api) -> None:
+    """RELIABILITY S6: after api.auth_failures_per_min bad tokens a client gets 429 with
+    Retry-After, before any database work, even with a good token; a minute later it is free."""
+    bad = {"Authorization": "Bearer hw_guessing_000000000000000"}
+    for _ in range(20):
+        assert (await api.client.get("/api/v1/sites", headers=bad)).status_code == 401
+    r = await api.get("/api/v1/sites", user="admin")
+    assert r.status_code == 429
+    assert r.json()["error"]["code"] == "rate_limited"
+    assert 1 <= int(r.headers["retry-after"]) <= 60
