@@ -181,7 +181,7 @@ async def time_api(url: str, days: int, repeat: int) -> tuple[list[float], int]:
         await conn.close()
     settings = Settings(database=DatabaseSettings(url=url), api=ApiSettings())
     app = create_app(settings, clock=lambda: END)
-    params = {
+    params: dict[str, str | int] = {
         "sensor": "det/co1",
         "start": (END - timedelta(days=days)).isoformat(),
         "end": END.isoformat(),
