@@ -1,0 +1,1 @@
+"""Alarm engine, lifecycle, operator actions and notifications."""

@@ -8,6 +8,8 @@ listed in docs/configuration.md (a test checks that).
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -119,7 +121,57 @@ class ModbusSettings(_Group):
 class ApiSettings(_Group):
     host: str = Field("127.0.0.1", description="address the API binds")
     port: int = Field(8080, ge=0, le=65535, description="port the API binds")
-    max_points: int = Field(2000, ge=10, description="most points a readings query may ask for")
+    max_points: int = Field(
+        2000, ge=10, description="most points a readings query returns (larger asks are cut)"
+    )
+    default_points: int = Field(
+        1000, ge=10, description="points a readings query returns when it does not say"
+    )
+    max_range_days: float = Field(
+        400.0, gt=0, description="longest range one readings query covers (longer ones are cut)"
+    )
+    risk_combine: Literal["max", "dynamic"] = Field(
+        "max",
+        description="risk colour of an asset: max(static, dynamic), or the dynamic tier alone",
+    )
+    stream_queue_max: int = Field(
+        256, ge=1, description="messages queued for one live-stream client before it is dropped"
+    )
+    stream_latest_interval_s: float = Field(
+        1.0, gt=0, description="how often the live stream pushes changed latest values"
+    )
+    metrics_refresh_s: float = Field(
+        5.0, gt=0, description="how often /metrics refreshes the alarm counts from the database"
+    )
+    auth_failures_per_min: int = Field(
+        20, ge=1, description="failed token checks one client may make per minute before a 429"
+    )
+
+
+class NotifySettings(_Group):
+    webhooks: tuple[str, ...] = Field(
+        (), description="URLs that receive every non-suppressed alarm event as a JSON POST"
+    )
+    webhook_timeout_s: float = Field(5.0, gt=0, description="longest one webhook POST may take")
+    webhook_attempts: int = Field(5, ge=1, description="attempts per webhook delivery")
+    webhook_backoff_s: float = Field(
+        1.0, gt=0, description="delay before the second attempt; doubles after each failure"
+    )
+    escalation_after_s: float = Field(
+        900.0,
+        gt=0,
+        description="an orange or red alarm still unacknowledged this long after it was raised "
+        "is escalated",
+    )
+    escalation_webhooks: tuple[str, ...] = Field(
+        (), description="second targets (URLs) that receive escalations"
+    )
+    escalation_check_s: float = Field(
+        10.0, gt=0, description="how often the notifier looks for alarms to escalate"
+    )
+    mqtt_client_id: str = Field(
+        "hazwatch-notify", description="client id of the notifier's MQTT connection"
+    )
 
 
 class Settings(BaseSettings):
@@ -137,4 +189,5 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     modbus: ModbusSettings = ModbusSettings()
     api: ApiSettings = ApiSettings()
+    notify: NotifySettings = NotifySettings()
     log_level: str = Field("INFO", description="root log level")

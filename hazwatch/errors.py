@@ -9,9 +9,11 @@ HazwatchError
 ├── ModbusConfigError            a Modbus map the collector cannot poll as written
 ├── ScenarioError                a simulator scenario is invalid or names what the registry lacks
 ├── SimulatorError               a simulator cannot run (broker unreachable, impossible options)
-└── AlarmError
-    ├── AlarmNotFound            no alarm with that id (API: 404)
-    └── AlarmActionRefused       the action does not apply to the alarm's state (API: 409)
+├── AlarmError
+│   ├── AlarmNotFound            no alarm with that id (API: 404)
+│   └── AlarmActionRefused       the action does not apply to the alarm's state (API: 409)
+└── AccountError                 an unknown user, site or token (API: 404)
+    └── AccountConflict          a duplicate user, a token revoked twice (API: 409)
 """
 
 from __future__ import annotations
@@ -89,3 +91,11 @@ class AlarmNotFound(AlarmError):
 
 class AlarmActionRefused(AlarmError):
     """E.g. acknowledging an alarm that is already acknowledged or closed."""
+
+
+class AccountError(HazwatchError):
+    pass
+
+
+class AccountConflict(AccountError):
+    pass

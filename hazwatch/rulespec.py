@@ -21,7 +21,10 @@ TIER_NAMES = ("blue", "yellow", "orange", "red")
 
 
 def parse_tier(value: object) -> object:
-    """Accept a tier by colour name ("orange") as well as by number (3)."""
+    """Accept a tier by colour name ("orange") as well as by number (3); not a boolean (YAML's
+    `yes` would otherwise become blue)."""
+    if isinstance(value, bool):
+        raise ValueError("a tier is a colour name or a number 0-4, not true/false")  # noqa: TRY004
     if isinstance(value, str) and not value.isdigit():
         try:
             return Tier[value.strip().upper()]

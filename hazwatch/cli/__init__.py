@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from hazwatch.cli import db, ingest, registry, simulate
+from hazwatch.cli import api, db, ingest, notify, registry, simulate, users
 
 app = typer.Typer(
     name="hazwatch",
@@ -20,6 +20,10 @@ app.add_typer(db.app, name="db")
 app.add_typer(registry.app, name="registry")
 app.add_typer(simulate.app, name="simulate")
 app.command("ingest")(ingest.ingest_cmd)
+app.add_typer(api.app, name="api")
+app.add_typer(notify.app, name="notify")
+app.add_typer(users.users_app, name="users")
+app.add_typer(users.tokens_app, name="tokens")
 
 
 def main() -> None:

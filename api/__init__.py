@@ -1,0 +1,1 @@
+"""The HazWatch HTTP API: routes, auth (roles), live stream, metrics."""
