@@ -12,8 +12,9 @@ HazwatchError
 ├── AlarmError
 │   ├── AlarmNotFound            no alarm with that id (API: 404)
 │   └── AlarmActionRefused       the action does not apply to the alarm's state (API: 409)
-└── AccountError                 an unknown user, site or token (API: 404)
-    └── AccountConflict          a duplicate user, a token revoked twice (API: 409)
+├── AccountError                 an unknown user, site or token (API: 404)
+│   └── AccountConflict          a duplicate user, a token revoked twice (API: 409)
+└── DemoError                    a part of `hazwatch demo` stopped while it should be running
 """
 
 from __future__ import annotations
@@ -98,4 +99,8 @@ class AccountError(HazwatchError):
 
 
 class AccountConflict(AccountError):
+    pass
+
+
+class DemoError(HazwatchError):
     pass

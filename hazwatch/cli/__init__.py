@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from hazwatch.cli import api, db, ingest, notify, registry, simulate, users
+from hazwatch.cli import api, db, demo, ingest, notify, registry, simulate, users
 
 app = typer.Typer(
     name="hazwatch",
@@ -24,6 +24,7 @@ app.add_typer(api.app, name="api")
 app.add_typer(notify.app, name="notify")
 app.add_typer(users.users_app, name="users")
 app.add_typer(users.tokens_app, name="tokens")
+app.command("demo")(demo.demo_cmd)
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.logging import RichHandler
 
 from hazwatch.config import Settings
 from hazwatch.errors import HazwatchError
@@ -19,17 +20,25 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-def setup(database_url: str | None = None) -> Settings:
-    """Build the settings (an explicit --database-url wins over the environment) and logging."""
+def setup(database_url: str | None = None, *, rich_log: bool = False) -> Settings:
+    """Build the settings (an explicit --database-url wins over the environment) and logging.
+
+    With `rich_log`, log records go through the rich console, so they print above a live view
+    instead of tearing it."""
     settings = Settings()
     if database_url is not None:
         settings = settings.model_copy(
             update={"database": settings.database.model_copy(update={"url": database_url})}
         )
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    if rich_log:
+        handler: logging.Handler = RichHandler(console=console, show_path=False)
+        logging.basicConfig(level=settings.log_level.upper(), format="%(name)s: %(message)s",
+                            handlers=[handler])  # fmt: skip
+    else:
+        logging.basicConfig(
+            level=settings.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
     return settings
 
 
