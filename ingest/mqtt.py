@@ -242,7 +242,10 @@ class MqttCollector:
             manual_ack=True,
             reconnect_on_failure=False,
         )
-        client.enable_logger(logging.getLogger("paho.mqtt"))
+        paho_log = logging.getLogger("paho.mqtt")
+        if paho_log.isEnabledFor(logging.DEBUG):
+            # paho formats a line for every packet it logs: only worth it when debugging.
+            client.enable_logger(paho_log)
         if s.username is not None:
             client.username_pw_set(
                 s.username, s.password.get_secret_value() if s.password else None
