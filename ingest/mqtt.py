@@ -550,6 +550,7 @@ class MqttCollector:
     def _ack(self, generation: int, mids: array[int]) -> None:
         if generation != self._generation or not self.connected:
             self.acks_dropped += len(mids)
+            self._metrics.mqtt_acks_dropped.labels(self._settings.client_id).inc(len(mids))
             return
         ack = self._client.ack
         for mid in mids:

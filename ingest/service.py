@@ -119,7 +119,7 @@ class IngestService:
             max_records=ingest.quarantine_max_records,
             max_bytes=ingest.quarantine_max_bytes,
         )
-        self.status = StatusWriter(self._aux)
+        self.status = StatusWriter(self._aux, metrics)
         self.collectors: list[Collector] = []
         self.mqtt: MqttCollector | None = None
         metrics.watch(lambda: self.batcher.depth_rows, lambda: self.quarantine.depth)
