@@ -31,6 +31,7 @@ import functools
 import logging
 import random
 import socket
+import ssl
 import time
 from array import array
 from collections.abc import Awaitable, Callable
@@ -424,6 +425,10 @@ class MqttCollector:
             if client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS or burst.messages == before:
                 break  # nothing more buffered (or the connection closed: on_disconnect saw it)
         self._hand_on()
+        sock = self._sock
+        if self._reading and isinstance(sock, ssl.SSLSocket) and sock.pending():
+            # TLS may hold decrypted bytes the event loop cannot see on the file descriptor.
+            asyncio.get_running_loop().call_soon(self._on_readable)
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         burst = self._burst
