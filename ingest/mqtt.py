@@ -160,6 +160,8 @@ class MqttCollector:
         self._had_session = False
         self._topics: dict[str, Topic | None] = {}
         self._builder = ColumnBuilder()
+        # The batcher flushes whole pieces: one burst is at most an eighth of a flush.
+        self._burst_max_rows = max(1, batcher.max_rows // 8)
         self._burst = self._new_burst()
         self._now_us = 0
         self._redelivered = False  # DUP flag of the message being handled
@@ -420,10 +422,14 @@ class MqttCollector:
         client = self._client
         self._now_us = int(self._wall_clock() * 1_000_000)
         burst = self._burst
+        builder = self._builder
+        max_rows = self._burst_max_rows
         for _ in range(BURST_PACKETS):
             before = burst.messages
             if client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS or burst.messages == before:
                 break  # nothing more buffered (or the connection closed: on_disconnect saw it)
+            if len(builder) >= max_rows:
+                break  # small pieces pack into full flushes
         self._hand_on()
         sock = self._sock
         if self._reading and isinstance(sock, ssl.SSLSocket) and sock.pending():
