@@ -202,3 +202,33 @@ async def _send(
     if buf:
         session.writer.write(b"".join(buf))
         await session.writer.drain()
+
+
+def precreate_session(
+    host: str, port: int, client_id: str, topics: Sequence[str], *, expiry_s: int = 3600
+) -> None:
+    """Create a persistent MQTT 5 session subscribed at QoS 1, so messages queue for it.
+
+    Blocking (paho's own thread); call it with asyncio.to_thread from async code.
+    """
+    import threading  # noqa: PLC0415 - only this helper needs paho and a thread
+
+    import paho.mqtt.client as paho  # noqa: PLC0415
+    from paho.mqtt.enums import CallbackAPIVersion  # noqa: PLC0415
+    from paho.mqtt.packettypes import PacketTypes  # noqa: PLC0415
+    from paho.mqtt.properties import Properties  # noqa: PLC0415
+
+    subscribed = threading.Event()
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
+    client.on_subscribe = lambda *_args: subscribed.set()
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.SessionExpiryInterval = expiry_s
+    client.connect(host, port, clean_start=False, properties=props)
+    client.loop_start()
+    try:
+        client.subscribe([(t, 1) for t in topics])
+        if not subscribed.wait(10):
+            raise TimeoutError("no SUBACK")
+    finally:
+        client.disconnect()
+        client.loop_stop()

@@ -7,7 +7,9 @@ MQTT collector acknowledges its messages there). When `capacity_rows` readings a
 waits: the collector stops reading and its source (the broker, the device) keeps the data.
 
 A flush holds whole batches as they were put, in order, so a callback always runs after every
-reading it stands for is committed. A flush may therefore exceed `max_rows` by one batch.
+reading it stands for is committed: it stops short of `max_rows` rather than split a batch, and
+a single batch larger than `max_rows` is a flush of its own. Batches much smaller than
+`max_rows` therefore make the fullest flushes (the MQTT collector puts at most an eighth).
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from math import isfinite
 
 import numpy as np
 import orjson
@@ -184,15 +185,19 @@ class _Refusals:
     __slots__ = ("_by_reason",)
 
     def __init__(self) -> None:
-        self._by_reason: dict[str, tuple[int, list[str]]] = {}
+        self._by_reason: dict[str, tuple[int, list[str]]] | None = None
 
     def add(self, reason: str, what: str, readings: int = 1) -> None:
+        if self._by_reason is None:
+            self._by_reason = {}
         count, examples = self._by_reason.get(reason, (0, []))
         if len(examples) < _EXAMPLES:
             examples.append(what)
         self._by_reason[reason] = (count + readings, examples)
 
     def result(self) -> list[Rejection]:
+        if self._by_reason is None:
+            return []
         out = []
         for reason, (count, examples) in self._by_reason.items():
             more = f" (+{count - len(examples)} more)" if count > len(examples) else ""
@@ -257,100 +262,99 @@ def decode_telemetry(
     channels = registered.channels
     latest_us = now_us + limits.max_future_us
     earliest_us = now_us - limits.max_age_us
-    for position, obj in enumerate(objects):
-        if not isinstance(obj, dict):
-            refused.add(Reason.BAD_SCHEMA, f"[{position}] is not an object", 0)
-            continue
-        values = obj.get("values")
-        if not isinstance(values, dict) or not values:
-            refused.add(Reason.BAD_SCHEMA, f"[{position}] needs a non-empty 'values' object", 0)
-            continue
-        ts_us = parse_ts_us(obj.get("ts"))
-        if ts_us is None:
-            refused.add(
-                Reason.BAD_SCHEMA,
-                f"[{position}] 'ts' must be epoch milliseconds or RFC 3339 with an offset",
-                len(values),
-            )
-            continue
-        if ts_us > latest_us:
-            refused.add(Reason.FUTURE_TS, f"[{position}] ts {obj.get('ts')!r}", len(values))
-            continue
-        if ts_us < earliest_us:
-            refused.add(Reason.ANCIENT_TS, f"[{position}] ts {obj.get('ts')!r}", len(values))
-            continue
-        seq = obj.get("seq", -1)
-        if type(seq) is not int or not -1 <= seq < 2**63:
-            refused.add(Reason.BAD_SCHEMA, f"[{position}] 'seq' must be an integer", len(values))
-            continue
-        quality_map = obj.get("quality")
-        if quality_map is not None and not _valid_quality_map(quality_map):
-            refused.add(
-                Reason.BAD_SCHEMA,
-                f"[{position}] 'quality' must map channels to integers 0..{QUALITY_MAX}",
-                len(values),
-            )
-            continue
-        _decode_values(
-            values,
-            quality_map=quality_map,
-            channels=channels,
-            ts_us=ts_us,
-            seq=seq,
-            where=f"[{position}] {device}/",
-            refused=refused,
-            out=out,
-        )
+    position = -1
+    for obj in objects:
+        position += 1
+        head = _object_head(obj, latest_us, earliest_us)
+        if isinstance(head, _Problem):
+            refused.add(head.reason, f"[{position}] {head.detail}", head.readings)
+        else:
+            _append_values(head, channels, f"[{position}] {device}/", refused, out)
     return refused.result()
+
+
+@dataclass(frozen=True, slots=True)
+class _Problem:
+    reason: str
+    detail: str
+    readings: int
+
+
+# values, ts_us, seq, quality map
+_Head = tuple[dict[str, object], int, int, dict[str, int] | None]
+
+
+def _object_head(obj: object, latest_us: int, earliest_us: int) -> _Head | _Problem:  # noqa: PLR0911
+    """The checked header of one reading object, or why it is refused as a whole."""
+    if type(obj) is not dict:
+        return _Problem(Reason.BAD_SCHEMA, "is not an object", 0)
+    values = obj.get("values")
+    if type(values) is not dict or not values:
+        return _Problem(Reason.BAD_SCHEMA, "needs a non-empty 'values' object", 0)
+    raw_ts = obj.get("ts")
+    ts_us = raw_ts * US_PER_MS if type(raw_ts) is int else parse_ts_us(raw_ts)
+    if ts_us is None:
+        detail = "'ts' must be epoch milliseconds or RFC 3339 with an offset"
+        return _Problem(Reason.BAD_SCHEMA, detail, len(values))
+    if ts_us > latest_us:
+        return _Problem(Reason.FUTURE_TS, f"ts {raw_ts!r}", len(values))
+    if ts_us < earliest_us:
+        return _Problem(Reason.ANCIENT_TS, f"ts {raw_ts!r}", len(values))
+    seq = obj.get("seq", -1)
+    if type(seq) is not int or not -1 <= seq < 2**63:
+        return _Problem(Reason.BAD_SCHEMA, "'seq' must be an integer", len(values))
+    quality_map = obj.get("quality")
+    if quality_map is not None and not _valid_quality_map(quality_map):
+        detail = f"'quality' must map channels to integers 0..{QUALITY_MAX}"
+        return _Problem(Reason.BAD_SCHEMA, detail, len(values))
+    return values, ts_us, seq, quality_map
+
+
+def _append_values(
+    head: _Head,
+    channels: Mapping[str, tuple[int, float, float]],
+    where: str,
+    refused: _Refusals,
+    out: ColumnBuilder,
+) -> None:
+    """Append an object's good readings to `out`; note the refused ones."""
+    values, ts_us, seq, quality_map = head
+    add_sensor, add_ts, add_value = out.sensor_id.append, out.ts_us.append, out.value.append
+    add_quality, add_seq = out.quality.append, out.seq.append
+    for channel, raw in values.items():
+        sensor = channels.get(channel)
+        if sensor is None:
+            refused.add(Reason.UNKNOWN_SENSOR, where + channel)
+            continue
+        quality = quality_map.get(channel, 0) if quality_map else 0
+        if type(raw) is float or type(raw) is int:
+            try:
+                value = float(raw)
+            except OverflowError:
+                value = math.inf
+            if not isfinite(value):
+                refused.add(Reason.NOT_FINITE, f"{where}{channel}={raw!r}"[:80])
+                continue
+            if quality < BAD_QUALITY_MIN and not sensor[1] <= value <= sensor[2]:
+                refused.add(
+                    Reason.OUT_OF_RANGE,
+                    f"{where}{channel}={value!r} outside [{sensor[1]!r}, {sensor[2]!r}]",
+                )
+                continue
+        elif raw is None:
+            value = math.nan
+            quality = max(quality, BAD_QUALITY_MIN)
+        else:
+            refused.add(Reason.BAD_SCHEMA, f"{where}{channel} is not a number or null")
+            continue
+        add_sensor(sensor[0])
+        add_ts(ts_us)
+        add_value(value)
+        add_quality(quality)
+        add_seq(seq)
 
 
 def _valid_quality_map(quality_map: object) -> bool:
     return isinstance(quality_map, dict) and all(
         type(q) is int and 0 <= q <= QUALITY_MAX for q in quality_map.values()
     )
-
-
-def _decode_values(
-    values: dict[object, object],
-    *,
-    quality_map: dict[object, object] | None,
-    channels: Mapping[str, tuple[int, float, float]],
-    ts_us: int,
-    seq: int,
-    where: str,
-    refused: _Refusals,
-    out: ColumnBuilder,
-) -> None:
-    for channel, raw in values.items():
-        sensor = channels.get(channel)  # type: ignore[call-overload]
-        if sensor is None:
-            refused.add(Reason.UNKNOWN_SENSOR, f"{where}{channel}")
-            continue
-        sensor_id, range_min, range_max = sensor
-        quality = quality_map.get(channel, 0) if quality_map else 0
-        assert type(quality) is int  # checked by _valid_quality_map
-        if raw is None:
-            value = math.nan
-            quality = max(quality, BAD_QUALITY_MIN)
-        elif type(raw) is float or type(raw) is int:
-            try:
-                value = float(raw)
-            except OverflowError:
-                value = math.inf
-            if not math.isfinite(value):
-                refused.add(Reason.NOT_FINITE, f"{where}{channel}={raw!r}"[:80])
-                continue
-            if quality < BAD_QUALITY_MIN and not range_min <= value <= range_max:
-                refused.add(
-                    Reason.OUT_OF_RANGE,
-                    f"{where}{channel}={value!r} outside [{range_min!r}, {range_max!r}]",
-                )
-                continue
-        else:
-            refused.add(Reason.BAD_SCHEMA, f"{where}{channel} is not a number or null")
-            continue
-        out.sensor_id.append(sensor_id)
-        out.ts_us.append(ts_us)
-        out.value.append(value)
-        out.quality.append(quality)
-        out.seq.append(seq)

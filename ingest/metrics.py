@@ -30,6 +30,7 @@ class IngestMetrics:
     db_errors: Counter  # labels: writer; failed transactions (each is retried)
     mqtt_connections: Counter  # labels: client; successful CONNACKs
     mqtt_disconnects: Counter  # labels: client
+    mqtt_acks_dropped: Counter  # labels: client; acks of a lost connection, not sent
     device_status: Counter  # labels: status; device status updates written
 
     @classmethod
@@ -86,6 +87,11 @@ class IngestMetrics:
             ),
             mqtt_connections=counter("mqtt_connections", "MQTT sessions established", ("client",)),
             mqtt_disconnects=counter("mqtt_disconnects", "MQTT connections lost", ("client",)),
+            mqtt_acks_dropped=counter(
+                "mqtt_acks_dropped",
+                "acknowledgements not sent because their connection was lost (redelivered)",
+                ("client",),
+            ),
             device_status=counter(
                 "device_status_updates", "device status updates written", ("status",)
             ),

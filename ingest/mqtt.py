@@ -31,6 +31,7 @@ import functools
 import logging
 import random
 import socket
+import ssl
 import time
 from array import array
 from collections.abc import Awaitable, Callable
@@ -159,6 +160,8 @@ class MqttCollector:
         self._had_session = False
         self._topics: dict[str, Topic | None] = {}
         self._builder = ColumnBuilder()
+        # The batcher flushes whole pieces: one burst is at most an eighth of a flush.
+        self._burst_max_rows = max(1, batcher.max_rows // 8)
         self._burst = self._new_burst()
         self._now_us = 0
         self._redelivered = False  # DUP flag of the message being handled
@@ -242,7 +245,10 @@ class MqttCollector:
             manual_ack=True,
             reconnect_on_failure=False,
         )
-        client.enable_logger(logging.getLogger("paho.mqtt"))
+        paho_log = logging.getLogger("paho.mqtt")
+        if paho_log.isEnabledFor(logging.DEBUG):
+            # paho formats a line for every packet it logs: only worth it when debugging.
+            client.enable_logger(paho_log)
         if s.username is not None:
             client.username_pw_set(
                 s.username, s.password.get_secret_value() if s.password else None
@@ -416,11 +422,19 @@ class MqttCollector:
         client = self._client
         self._now_us = int(self._wall_clock() * 1_000_000)
         burst = self._burst
+        builder = self._builder
+        max_rows = self._burst_max_rows
         for _ in range(BURST_PACKETS):
             before = burst.messages
             if client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS or burst.messages == before:
                 break  # nothing more buffered (or the connection closed: on_disconnect saw it)
+            if len(builder) >= max_rows:
+                break  # small pieces pack into full flushes
         self._hand_on()
+        sock = self._sock
+        if self._reading and isinstance(sock, ssl.SSLSocket) and sock.pending():
+            # TLS may hold decrypted bytes the event loop cannot see on the file descriptor.
+            asyncio.get_running_loop().call_soon(self._on_readable)
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         burst = self._burst
@@ -547,6 +561,7 @@ class MqttCollector:
     def _ack(self, generation: int, mids: array[int]) -> None:
         if generation != self._generation or not self.connected:
             self.acks_dropped += len(mids)
+            self._metrics.mqtt_acks_dropped.labels(self._settings.client_id).inc(len(mids))
             return
         ack = self._client.ack
         for mid in mids:

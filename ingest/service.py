@@ -24,8 +24,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+import asyncpg
+
 from hazwatch.config import Settings
 from hazwatch.domain import US_PER_S
+from hazwatch.errors import DatabaseError
 from hazwatch.registry.snapshot import RegistrySnapshot
 from ingest.batcher import Batcher, BatcherClosed
 from ingest.dbsession import Backoff, DbSession
@@ -119,14 +122,14 @@ class IngestService:
             max_records=ingest.quarantine_max_records,
             max_bytes=ingest.quarantine_max_bytes,
         )
-        self.status = StatusWriter(self._aux)
+        self.status = StatusWriter(self._aux, metrics)
         self.collectors: list[Collector] = []
         self.mqtt: MqttCollector | None = None
         metrics.watch(lambda: self.batcher.depth_rows, lambda: self.quarantine.depth)
         self.started = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
-        registry = await self._aux.transact(RegistrySnapshot.load)
+        registry = await self._load_registry()
         self._announce(registry)
         pipeline = Pipeline(self._settings, registry, self.batcher, self.quarantine, self._metrics)
         if self._mqtt:
@@ -213,10 +216,18 @@ class IngestService:
     async def _refresh_registry(self) -> None:
         while True:
             await asyncio.sleep(self._settings.ingest.registry_refresh_s)
-            registry = await self._aux.transact(RegistrySnapshot.load)
+            registry = await self._load_registry()
             if self.mqtt is not None:
                 self.mqtt.update_index(SensorIndex.from_snapshot(registry))
             self._announce(registry)
+
+    async def _load_registry(self) -> RegistrySnapshot:
+        try:
+            return await self._aux.transact(RegistrySnapshot.load)
+        except asyncpg.UndefinedTableError as exc:
+            raise DatabaseError(
+                f"the database has no registry tables ({exc}): run `hazwatch db migrate`"
+            ) from exc
 
     def _announce(self, registry: RegistrySnapshot) -> None:
         log.debug(

@@ -13,6 +13,7 @@ from datetime import datetime
 import asyncpg
 
 from ingest.dbsession import DbSession
+from ingest.metrics import IngestMetrics
 from ingest.writer import OnCommit, RecordWriter
 
 
@@ -32,9 +33,15 @@ async def _write(conn: asyncpg.Connection, updates: Sequence[DeviceStatus]) -> N
 
 
 class StatusWriter:
-    def __init__(self, session: DbSession, *, capacity: int = 10_000) -> None:
+    def __init__(
+        self, session: DbSession, metrics: IngestMetrics, *, capacity: int = 10_000
+    ) -> None:
         self._writer: RecordWriter[DeviceStatus] = RecordWriter(
-            session, _write, name="device-status", capacity=capacity
+            session,
+            _write,
+            name="device-status",
+            capacity=capacity,
+            on_new=lambda u: metrics.device_status.labels(u.status).inc(),
         )
 
     @property

@@ -3,12 +3,12 @@
 One `ReadingStore` owns one connection (a `DbSession`) and writes one batch per transaction:
 
 1. Rows are sorted by (sensor_id, ts) and repeats inside the batch dropped (the first one
-   received wins), then the batch goes in with one binary COPY under a savepoint.
-2. If the COPY hits the unique key (the batch holds a redelivery), that batch alone goes
-   through a temporary staging table and `INSERT ... ON CONFLICT DO NOTHING RETURNING`, which
-   tells which rows were new.
+   received wins), then the batch goes in with one binary COPY.
+2. If the COPY hits the unique key (the batch holds a redelivery), the transaction is rolled
+   back and that batch alone goes again through a temporary staging table and
+   `INSERT ... ON CONFLICT DO NOTHING RETURNING`, which tells which rows were new.
 3. The rows actually inserted are aggregated per (sensor, minute) with numpy and merged into
-   `readings_1m`, and each sensor's newest reading into `latest` (one upsert statement each).
+   `readings_1m`, and each sensor's newest reading into `latest` (one upsert statement).
 4. The optional hook runs inside the same transaction with the inserted rows (the alarm
    engine writes its transitions there) and may return a callback to run after the commit.
 
@@ -46,32 +46,38 @@ ON CONFLICT DO NOTHING
 RETURNING sensor_id, (extract(epoch FROM ts) * 1000000)::bigint AS ts_us
 """
 
-# Microsecond epoch integers become timestamps exactly: 'epoch' + n * 1 us.
-_MERGE_1M = """
-INSERT INTO readings_1m AS r (sensor_id, bucket, min, max, sum, count, bad_count, last_ts, last)
-SELECT s, timestamptz 'epoch' + b * interval '1 microsecond',
-       NULLIF(mn, 'NaN'), NULLIF(mx, 'NaN'), sm, c, bc,
-       timestamptz 'epoch' + lt * interval '1 microsecond', NULLIF(l, 'NaN')
-FROM unnest($1::int[], $2::bigint[], $3::float8[], $4::float8[], $5::float8[], $6::int[],
-            $7::int[], $8::bigint[], $9::float8[]) AS t(s, b, mn, mx, sm, c, bc, lt, l)
-ON CONFLICT (sensor_id, bucket) DO UPDATE SET
-    min = LEAST(r.min, EXCLUDED.min),
-    max = GREATEST(r.max, EXCLUDED.max),
-    sum = r.sum + EXCLUDED.sum,
-    count = r.count + EXCLUDED.count,
-    bad_count = r.bad_count + EXCLUDED.bad_count,
-    last = CASE WHEN EXCLUDED.last_ts > r.last_ts THEN EXCLUDED.last ELSE r.last END,
-    last_ts = GREATEST(r.last_ts, EXCLUDED.last_ts)
-"""
-
-_MERGE_LATEST = """
+# One statement, one round trip: the per-minute aggregates merge into readings_1m and each
+# sensor's newest reading into latest (a data-modifying WITH runs whether or not it is read).
+# Microsecond epoch integers become timestamps exactly: 'epoch' + n * 1 us. NaN stands for NULL.
+_MERGE_ROLLUPS = """
+WITH minutes AS (
+    INSERT INTO readings_1m AS r
+        (sensor_id, bucket, min, max, sum, count, bad_count, last_ts, last)
+    SELECT s, timestamptz 'epoch' + b * interval '1 microsecond',
+           NULLIF(mn, 'NaN'), NULLIF(mx, 'NaN'), sm, c, bc,
+           timestamptz 'epoch' + lt * interval '1 microsecond', NULLIF(l, 'NaN')
+    FROM unnest($1::int[], $2::bigint[], $3::float8[], $4::float8[], $5::float8[], $6::int[],
+                $7::int[], $8::bigint[], $9::float8[]) AS t(s, b, mn, mx, sm, c, bc, lt, l)
+    ON CONFLICT (sensor_id, bucket) DO UPDATE SET
+        min = LEAST(r.min, EXCLUDED.min),
+        max = GREATEST(r.max, EXCLUDED.max),
+        sum = r.sum + EXCLUDED.sum,
+        count = r.count + EXCLUDED.count,
+        bad_count = r.bad_count + EXCLUDED.bad_count,
+        last = CASE WHEN EXCLUDED.last_ts > r.last_ts THEN EXCLUDED.last ELSE r.last END,
+        last_ts = GREATEST(r.last_ts, EXCLUDED.last_ts)
+)
 INSERT INTO latest AS l (sensor_id, ts, value, quality)
 SELECT s, timestamptz 'epoch' + t * interval '1 microsecond', NULLIF(v, 'NaN'), q
-FROM unnest($1::int[], $2::bigint[], $3::float8[], $4::smallint[]) AS x(s, t, v, q)
+FROM unnest($10::int[], $11::bigint[], $12::float8[], $13::smallint[]) AS x(s, t, v, q)
 ON CONFLICT (sensor_id) DO UPDATE SET
     ts = EXCLUDED.ts, value = EXCLUDED.value, quality = EXCLUDED.quality
 WHERE EXCLUDED.ts > l.ts
 """
+
+
+class _Clash(Exception):
+    """The COPY hit the unique key: the batch holds readings that are already stored."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,19 +118,30 @@ class ReadingStore:
         """Store a batch (idempotently) and return once it is committed."""
         started = self._clock()
         unique = unique_sorted(batch)
+        if len(unique) == 0 and hook is None:
+            return StoreResult(0, len(batch), self._clock() - started, 0)
+        payload = readings_copy_payload(unique)
         attempts = 0
+        redelivery = False
 
         async def work(conn: asyncpg.Connection) -> tuple[int, AfterCommit | None]:
             nonlocal attempts
             attempts += 1
-            inserted = await self._insert(conn, unique)
+            if redelivery:
+                inserted = await self._insert_new_only(conn, unique, payload)
+            else:
+                await self._copy(conn, unique, payload)
+                inserted = unique
             await self._merge_rollups(conn, inserted)
             after = await hook(conn, inserted) if hook is not None else None
             return len(inserted), after
 
-        if len(unique) == 0 and hook is None:
-            return StoreResult(0, len(batch), self._clock() - started, 0)
-        inserted, after = await self._session.transact(work)
+        try:
+            inserted, after = await self._session.transact(work)
+        except _Clash:
+            # The batch holds readings already stored: this batch alone goes the slow way.
+            redelivery = True
+            inserted, after = await self._session.transact(work)
         if after is not None:
             after()
         return StoreResult(
@@ -143,22 +160,23 @@ class ReadingStore:
     async def close(self) -> None:
         await self._session.close()
 
-    async def _insert(self, conn: asyncpg.Connection, batch: ReadingBatch) -> ReadingBatch:
+    @staticmethod
+    async def _copy(conn: asyncpg.Connection, batch: ReadingBatch, payload: bytes) -> None:
+        if len(batch) == 0:
+            return
+        try:
+            await conn.copy_to_table(
+                "readings", source=memoryview(payload), columns=COLUMNS, format="binary"
+            )
+        except asyncpg.UniqueViolationError as exc:
+            raise _Clash from exc
+
+    @staticmethod
+    async def _insert_new_only(
+        conn: asyncpg.Connection, batch: ReadingBatch, payload: bytes
+    ) -> ReadingBatch:
         if len(batch) == 0:
             return batch
-        payload = readings_copy_payload(batch)
-        try:
-            async with conn.transaction():  # a savepoint: a clash undoes only the COPY
-                await conn.copy_to_table(
-                    "readings", source=memoryview(payload), columns=COLUMNS, format="binary"
-                )
-        except asyncpg.UniqueViolationError:
-            return await self._insert_new_only(conn, batch, payload)
-        return batch
-
-    async def _insert_new_only(
-        self, conn: asyncpg.Connection, batch: ReadingBatch, payload: bytes
-    ) -> ReadingBatch:
         await conn.copy_to_table(
             "readings_staging", source=memoryview(payload), columns=COLUMNS, format="binary"
         )
@@ -181,8 +199,9 @@ class ReadingStore:
         if len(batch) == 0:
             return
         agg = minute_aggregates(batch)
+        newest = latest_per_sensor(batch)
         await conn.execute(
-            _MERGE_1M,
+            _MERGE_ROLLUPS,
             agg.sensor_id.tolist(),
             agg.bucket_us.tolist(),
             agg.min.tolist(),
@@ -192,10 +211,6 @@ class ReadingStore:
             agg.bad_count.tolist(),
             agg.last_ts_us.tolist(),
             agg.last.tolist(),
-        )
-        newest = latest_per_sensor(batch)
-        await conn.execute(
-            _MERGE_LATEST,
             batch.sensor_id[newest].tolist(),
             batch.ts_us[newest].tolist(),
             batch.value[newest].tolist(),

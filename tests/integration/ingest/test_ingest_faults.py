@@ -11,7 +11,6 @@ import asyncio
 import os
 import signal
 import sys
-import threading
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -20,7 +19,7 @@ from ingest_support import Env, TcpProxy, load_registry, running, wait_until
 from test_ingest_mqtt import check_exact, now_ms, sensor_ids, stream
 
 from bench.broker import free_port
-from bench.mqttload import publish
+from bench.mqttload import precreate_session, publish
 from ingest.mqtt import subscriptions
 
 
@@ -66,27 +65,8 @@ def _ingest_command() -> list[str]:
 
 async def _precreate_session(env: Env) -> None:
     """Create the collector's persistent session, so messages queue before it first runs."""
-    import paho.mqtt.client as paho  # noqa: PLC0415
-    from paho.mqtt.enums import CallbackAPIVersion  # noqa: PLC0415
-    from paho.mqtt.packettypes import PacketTypes  # noqa: PLC0415
-    from paho.mqtt.properties import Properties  # noqa: PLC0415
-
-    def create() -> None:
-        subscribed = threading.Event()
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=env.client_id, protocol=paho.MQTTv5
-        )
-        client.on_subscribe = lambda *_args: subscribed.set()
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = 3600
-        client.connect("127.0.0.1", env.broker.port, clean_start=False, properties=props)
-        client.loop_start()
-        client.subscribe([(t, 1) for t in subscriptions(env.settings().mqtt)])
-        assert subscribed.wait(10), "no SUBACK"
-        client.disconnect()
-        client.loop_stop()
-
-    await asyncio.to_thread(create)
+    topics = subscriptions(env.settings().mqtt)
+    await asyncio.to_thread(precreate_session, "127.0.0.1", env.broker.port, env.client_id, topics)
 
 
 async def test_collector_killed_mid_batch_loses_and_duplicates_nothing(
