@@ -51,8 +51,10 @@
     reconnectTimer: null,
     countdownTimer: null,
     refreshTimer: null,
+    signInTimer: null,
     debounceTimer: null,
     active: [],
+    seenTier: null, // alarm id -> its tier when last seen (null until the first load)
     banners: [],
     unseen: 0,
     history: { offset: 0, query: null, nextOffset: null },
@@ -174,10 +176,20 @@
       app.me = await api("/api/v1/me");
     } catch (err) {
       app.token = null;
-      sessionStorage.removeItem(TOKEN_KEY);
-      setText("signin-error", `Sign-in failed: ${err.describe ? err.describe() : err.message}`);
+      const why = err.describe ? err.describe() : err.message;
+      if (err.status === 401 || err.status === 403) {
+        sessionStorage.removeItem(TOKEN_KEY);
+        setText("signin-error", `Sign-in failed: ${why}`);
+        return;
+      }
+      // The server or its database is away (a restart, an outage): keep the token and retry,
+      // so a reload during a restart does not sign the control room out.
+      setText("signin-error", `The server did not answer: ${why}. Retrying in 5 s...`);
+      clearTimeout(app.signInTimer);
+      app.signInTimer = setTimeout(() => signIn(token), 5000);
       return;
     }
+    clearTimeout(app.signInTimer);
     sessionStorage.setItem(TOKEN_KEY, token);
     $("token").value = "";
     setText("signin-error", "");
@@ -206,6 +218,8 @@
     sessionStorage.removeItem(TOKEN_KEY);
     app.token = null;
     app.me = null;
+    app.seenTier = null;
+    clearTimeout(app.signInTimer);
     closeStream();
     clearTimeout(app.refreshTimer);
     clearTimeout(app.debounceTimer);
@@ -301,6 +315,25 @@
       ? `Showing the ${page.items.length} highest of ${page.total} open alarms; ${unacked} unacknowledged.`
       : `${page.total} open alarm${page.total === 1 ? "" : "s"}; ${unacked} unacknowledged.`);
     renderAlarms($("active-table"), app.active, "No open alarms.");
+    announceMissed(app.active);
+  }
+
+  // The stream announces new alarms as they happen. An alarm the stream did not bring (it was
+  // down, or the server said "resync") shows up in a reload instead: announce it then, once.
+  function announceMissed(alarms) {
+    const before = app.seenTier;
+    app.seenTier = new Map(alarms.map((a) => [a.alarm_id, a.tier]));
+    if (before === null) return; // the first picture after signing in: nothing is "new"
+    for (const a of alarms.slice().reverse()) { // lowest first, so the highest ends on top
+      const was = before.get(a.alarm_id);
+      if (a.state !== "active_unacked" || a.suppressed || a.tier === 0) continue;
+      if (was !== undefined && was >= a.tier) continue;
+      announce({
+        alarm_id: a.alarm_id, kind: was ? "escalated" : "raised", tier: a.tier,
+        sensor: a.sensor, asset: a.asset, site: a.site, rule: a.rule, value: a.value,
+        ts: was ? a.updated_at : a.raised_at,
+      });
+    }
   }
 
   function renderAlarms(table, alarms, emptyText) {
@@ -496,6 +529,9 @@
     if ((event.kind === "raised" || event.kind === "escalated") && !event.suppressed) {
       announce(event);
     }
+    if (app.seenTier !== null && event.alarm_id !== undefined) {
+      app.seenTier.set(event.alarm_id, event.tier);
+    }
     if (event.alarm_id === app.detail.id && event.event_id > app.detail.maxEventId) {
       const who = event.actor && event.actor !== "engine" ? ` by ${event.actor}` : "";
       setText("detail-changed-text",
@@ -507,6 +543,9 @@
   // New-alarm banners and sound -----------------------------------------------------------------
 
   function announce(event) {
+    const shown = app.banners.some((b) => Number(b.dataset.alarmId) === event.alarm_id
+      && Number(b.dataset.tier) >= event.tier);
+    if (shown) return;
     const verb = event.kind === "escalated" ? "ESCALATED TO" : "NEW";
     const what = event.sensor || event.asset;
     const banner = el("div", {

@@ -186,9 +186,18 @@ async def test_acknowledge_with_comment_then_a_double_ack_is_refused(console: Co
     ) == 1  # fmt: skip
 
 
-async def test_a_viewer_sees_no_action_buttons(console: Console) -> None:
+async def test_a_bad_token_is_refused_and_a_viewer_sees_no_action_buttons(
+    console: Console,
+) -> None:
     page = console.page
     alarm = await insert_alarm(console.conn, "gh1-det/co1", tier=ORANGE, raised_at=ago(3))
+    console.expect_problem("status of 401")
+    await page.goto(f"{console.base}/console")
+    await page.fill("#token", "hw_notarealtokennotarealtoken")
+    await page.click("#signin-form button[type=submit]")
+    await expect(page.locator("#signin-error")).to_contain_text("Sign-in failed")
+    await expect(page.locator("#signin-error")).to_contain_text("HTTP 401")
+    await expect(page.locator("#app")).to_be_hidden()
     await console.sign_in("viewer")
     await expect(page.locator("#who-role")).to_have_text("viewer")
     await page.click(f"{row(console, alarm)} .open-detail")
@@ -306,8 +315,14 @@ async def test_stream_reconnects_after_a_server_restart(console: Console) -> Non
     await console.server.stop()
     await expect(page.locator("#conn")).to_have_attribute("data-state", "reconnecting")
     await expect(page.locator("#conn-text")).to_contain_text("RECONNECTING: retry in")
+    # raised while nobody could tell the page: it must still pop up once the page is back
+    missed = await insert_alarm(console.conn, "ps1-det/co1", tier=ORANGE, raised_at=ago(0.1))
     await console.server.start()
     await expect(page.locator("#conn")).to_have_attribute("data-state", "live", timeout=15_000)
+    await expect(page.locator(row(console, missed))).to_be_visible()
+    await expect(page.locator(f".banner[data-alarm-id='{missed}']")).to_contain_text(
+        "NEW ORANGE · II ALARM"
+    )
     alarm = await engine_raises(console.conn, "gh1-det/co1", RED, 200.0)
     await expect(page.locator(row(console, alarm))).to_be_visible()
     await expect(page.locator(f".banner[data-alarm-id='{alarm}']")).to_contain_text(
