@@ -53,6 +53,7 @@
     refreshTimer: null,
     signInTimer: null,
     debounceTimer: null,
+    seq: { risk: 0, active: 0, history: 0 }, // a slow answer never overwrites a newer one
     active: [],
     seenTier: null, // alarm id -> its tier when last seen (null until the first load)
     banners: [],
@@ -105,7 +106,9 @@
 
   function fmtValue(value) {
     if (value === null || value === undefined) return "—";
-    return Number(value).toPrecision(4).replace(/\.?0+$/, "").replace(/\.?0+e/, "e");
+    const v = Number(value);
+    if (Math.abs(v) >= 1000) return String(Math.round(v));
+    return String(Number(v.toPrecision(4))); // 85, 42.5, 0.01234: no padding zeros
   }
 
   function setText(id, text) {
@@ -271,7 +274,9 @@
   }
 
   async function loadRisk() {
+    const seq = ++app.seq.risk;
     const picture = await api("/api/v1/risk");
+    if (seq !== app.seq.risk) return;
     const box = $("risk");
     if (!picture.sites.length) {
       box.replaceChildren(el("p", { class: "muted" }, "No sites in your scope."));
@@ -306,7 +311,9 @@
   }
 
   async function loadActive() {
+    const seq = ++app.seq.active;
     const page = await api(`/api/v1/alarms?open=true&sort=-tier&limit=${ACTIVE_LIMIT}`);
+    if (seq !== app.seq.active) return;
     app.active = page.items.slice().sort((a, b) => rank(b) - rank(a)
       || Date.parse(b.raised_at) - Date.parse(a.raised_at) || b.alarm_id - a.alarm_id);
     const unacked = app.active.filter((a) => a.state.endsWith("_unacked")).length;
@@ -399,14 +406,17 @@
   async function loadHistory() {
     const params = new URLSearchParams(app.history.query);
     params.set("offset", String(app.history.offset));
-    setText("history-error", "");
+    const seq = ++app.seq.history;
     let page;
     try {
       page = await api(`/api/v1/alarms?${params}`);
     } catch (err) {
+      if (seq !== app.seq.history) return;
       setText("history-error", `Search refused: ${err.describe ? err.describe() : err.message}`);
       return;
     }
+    if (seq !== app.seq.history) return;
+    setText("history-error", "");
     renderAlarms($("history-table"), page.items, "No alarms match these filters.");
     app.history.nextOffset = page.next_offset;
     const first = page.items.length ? page.offset + 1 : 0;
@@ -475,14 +485,12 @@
 
   function onStreamMessage(message) {
     switch (message.type) {
-      case "hello": {
-        const reconnected = app.wsFailures > 0;
+      case "hello":
         app.wsFailures = 0;
         app.wsLive = true;
         setConn("live", "LIVE");
-        if (reconnected) refreshAll(); // events in the gap were not seen
+        refreshAll(); // events before this moment (a first connection, a gap) were not seen
         break;
-      }
       case "alarm_event":
         onAlarmEvent(message.event || {});
         break;
@@ -752,7 +760,11 @@
 
   function describeDetails(details) {
     if (!details) return "";
-    return Object.entries(details).map(([k, v]) => `${k}: ${v === null ? "none" : v}`).join(", ");
+    return Object.entries(details).map(([k, v]) => {
+      if (k === "from" && TIERS[v]) return `from ${TIERS[v].name}`;
+      if (k === "until") return `until ${fmtTime(v)}`;
+      return `${k}: ${v === null ? "none" : v}`;
+    }).join(", ");
   }
 
   function closeDetail() {
@@ -858,6 +870,14 @@
     });
     $("tab-active").addEventListener("click", () => showTab("active"));
     $("tab-history").addEventListener("click", () => showTab("history"));
+    for (const tab of document.querySelectorAll("[role=tab]")) {
+      tab.addEventListener("keydown", (ev) => { // arrow keys move between the two tabs
+        if (ev.key !== "ArrowLeft" && ev.key !== "ArrowRight") return;
+        const next = tab.id === "tab-active" ? "history" : "active";
+        showTab(next);
+        $(`tab-${next}`).focus();
+      });
+    }
     $("history-form").addEventListener("submit", (ev) => {
       ev.preventDefault();
       app.history.query = historyQuery(ev.target);

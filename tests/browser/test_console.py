@@ -50,6 +50,13 @@ async def engine_raises(conn: asyncpg.Connection, sensor: str, tier: int, value:
     return events[0].alarm_id
 
 
+async def snapshot(console: Console, name: str, *, full_page: bool = False) -> None:
+    """A screenshot to look at, when HAZWATCH_CONSOLE_SCREENSHOT names a directory."""
+    where = os.environ.get("HAZWATCH_CONSOLE_SCREENSHOT")
+    if where:
+        await console.page.screenshot(path=str(Path(where) / f"{name}.png"), full_page=full_page)
+
+
 def row(console: Console, alarm_id: int, table: str = "#active-table") -> str:
     return f"{table} tbody tr[data-alarm-id='{alarm_id}']"
 
@@ -116,9 +123,7 @@ async def test_sign_in_risk_tiles_and_a_new_alarm_live(console: Console) -> None
     ]  # fmt: skip
     await expect(page).to_have_title("(1 new) HazWatch console")
 
-    shots = os.environ.get("HAZWATCH_CONSOLE_SCREENSHOT")
-    if shots:
-        await page.screenshot(path=str(Path(shots) / "console.png"), full_page=True)
+    await snapshot(console, "console", full_page=True)
 
     # "Open" on the banner shows the alarm's history and dismisses the banner
     await banner.locator(".banner-open").click()
@@ -126,8 +131,7 @@ async def test_sign_in_risk_tiles_and_a_new_alarm_live(console: Console) -> None
     await expect(page.locator("#detail-title")).to_contain_text(f"Alarm {new}")
     await expect(page.locator("#events-table tbody tr[data-kind=raised]")).to_have_count(1)
     await expect(banner).to_have_count(0)
-    if shots:
-        await page.screenshot(path=str(Path(shots) / "console-detail.png"))
+    await snapshot(console, "console-detail")
 
 
 async def test_acknowledge_with_comment_then_a_double_ack_is_refused(console: Console) -> None:
@@ -251,6 +255,8 @@ async def test_shelve_assign_and_comment_from_the_page(console: Console) -> None
     )
     await page.click("#unshelve-form button[type=submit]")
     await expect(page.locator("#events-table tbody tr[data-kind=unshelved]")).to_have_count(1)
+    await expect(page.locator(row(console, alarm))).not_to_contain_text("SHELVED")
+    await expect(gh1).to_contain_text("live ORANGE")
 
     shelved_until, assignee = await console.conn.fetchrow(
         "SELECT shelved_until, assignee FROM alarms WHERE alarm_id = $1", alarm
@@ -262,6 +268,7 @@ async def test_shelve_assign_and_comment_from_the_page(console: Console) -> None
     )
     assert [k["kind"] for k in kinds] == ["raised", "shelved", "assigned", "commented", "unshelved"]
     assert kinds[1]["comment"] == "detector replacement, work order 2211"
+    await snapshot(console, "actions")
     until = await console.conn.fetchval(
         "SELECT details->>'until' FROM alarm_events WHERE alarm_id = $1 AND kind = 'shelved'",
         alarm,
@@ -283,6 +290,7 @@ async def test_history_filters_and_pages(console: Console) -> None:
     await page.click("#history-next")
     await expect(page.locator("#history-page")).to_have_text("51–56 of 56")
     await expect(page.locator("#history-next")).to_be_disabled()
+    await snapshot(console, "history")
 
     await page.select_option("#history-form select[name=site]", "south")
     await page.click("#history-form button[type=submit]")
