@@ -1,5 +1,6 @@
-# HazWatch: `make test` sets up a fresh machine of this kind (TimescaleDB, the virtualenv) and
-# runs the tests; `make demo` sets up and runs the demo. Every step is idempotent.
+# HazWatch: `make test` sets up a fresh machine of this kind (TimescaleDB, chromium for the
+# console's browser tests, the virtualenv) and runs the tests; `make demo` sets up and runs the
+# demo. Every step is idempotent.
 
 PYTHON ?= python3
 VENV := .venv
@@ -14,6 +15,7 @@ setup: system venv
 
 system:
 	$(SUDO) deploy/timescaledb/install.sh
+	$(SUDO) deploy/dev/install-browser.sh
 	deploy/dev/ensure-services.sh
 
 venv: $(STAMP)

@@ -21,7 +21,7 @@ from api.contract import Contract, reject_unknown_query
 from api.deps import Clock, Services
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.ratelimit import FailureLimiter
-from api.routes import admin, alarms, ops, readings, registry, risk, rules, stream
+from api.routes import admin, alarms, console, ops, readings, registry, risk, rules, stream
 from api.stream import StreamHub
 from hazwatch.config import Settings
 from hazwatch.db import create_pool
@@ -95,6 +95,6 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> FastAPI:
     app.add_middleware(errors.CatchAllMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 
-    for module in (registry, readings, alarms, rules, risk, admin, stream, ops):
+    for module in (registry, readings, alarms, rules, risk, admin, stream, ops, console):
         app.include_router(module.router)
     return app

@@ -140,6 +140,7 @@ def render(state: ConsoleState) -> RenderableType:
 
     access = Text.assemble(
         "API ", (state.api_url, "bold"), "   docs ", (f"{state.api_url}/docs", "bold"), "\n",
+        "operator console ", (f"{state.api_url}/console", "bold"), " (paste the token)\n",
         "token ", (state.token, "bold"), "\n",
         f"curl -H 'Authorization: Bearer {state.token}' {state.api_url}/api/v1/alarms",
     )  # fmt: skip

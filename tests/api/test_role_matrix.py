@@ -129,6 +129,10 @@ MATRIX: dict[tuple[str, str], tuple[frozenset[str | None] | frozenset[str], Call
     ("GET", "/openapi.json"): (OPEN, get("/openapi.json")),
     ("GET", "/docs"): (OPEN, get("/docs")),
     ("GET", "/docs/oauth2-redirect"): (OPEN, get("/docs/oauth2-redirect")),
+    # The operator console's static page and files hold no data: every call they make to
+    # /api/v1 carries the user's token (tests/browser/test_console.py).
+    ("GET", "/console"): (OPEN, get("/console")),
+    ("GET", "/console/{name}"): (OPEN, get("/console/console.js")),
 }
 
 
