@@ -54,6 +54,12 @@ class MqttSettings(_Group):
     )
     reconnect_min_s: float = Field(0.5, gt=0, description="first reconnect delay")
     reconnect_max_s: float = Field(10.0, gt=0, description="longest reconnect delay")
+    seq_gap_grace_s: float = Field(
+        30.0,
+        gt=0,
+        description="a device's message numbers still missing this long after a jump are "
+        "reported as lost (quarantine reason seq_gap)",
+    )
 
 
 class IngestSettings(_Group):

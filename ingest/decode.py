@@ -61,6 +61,7 @@ class Reason:
     ANCIENT_TS = "ancient_ts"
     BAD_STATUS = "bad_status"
     DECODE_ERROR = "decode_error"  # a bug in the decoder; never expected
+    SEQ_GAP = "seq_gap"  # not a payload: a device's numbered messages that never arrived
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +112,7 @@ class ColumnBuilder:
     columns without a copy per element, so a burst of messages costs one batch allocation.
     """
 
-    __slots__ = ("quality", "sensor_id", "seq", "ts_us", "value")
+    __slots__ = ("object_seq", "quality", "sensor_id", "seq", "ts_us", "value")
 
     def __init__(self) -> None:
         self.sensor_id = array("i")
@@ -119,6 +120,9 @@ class ColumnBuilder:
         self.value = array("d")  # NaN: no value
         self.quality = array("h")
         self.seq = array("q")  # -1: the message had none (not stored; for checks and tests)
+        # The seq of every reading object whose header was valid, whatever became of its
+        # values: the device sent that number (for sequence-gap detection, ingest.seqgaps).
+        self.object_seq = array("q")
 
     def __len__(self) -> int:
         return len(self.sensor_id)
@@ -269,6 +273,7 @@ def decode_telemetry(
         if isinstance(head, _Problem):
             refused.add(head.reason, f"[{position}] {head.detail}", head.readings)
         else:
+            out.object_seq.append(head[2])
             _append_values(head, channels, f"[{position}] {device}/", refused, out)
     return refused.result()
 

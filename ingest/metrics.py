@@ -32,6 +32,7 @@ class IngestMetrics:
     mqtt_disconnects: Counter  # labels: client
     mqtt_acks_dropped: Counter  # labels: client; acks of a lost connection, not sent
     device_status: Counter  # labels: status; device status updates written
+    seq_gap_messages: Counter  # numbered messages a device sent that never arrived
 
     @classmethod
     def create(
@@ -94,6 +95,9 @@ class IngestMetrics:
             ),
             device_status=counter(
                 "device_status_updates", "device status updates written", ("status",)
+            ),
+            seq_gap_messages=counter(
+                "seq_gap_messages", "numbered messages a device sent that never arrived"
             ),
         )
 

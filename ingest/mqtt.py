@@ -61,6 +61,7 @@ from ingest.decode import (
 )
 from ingest.metrics import IngestMetrics
 from ingest.quarantine import QuarantineRecord, QuarantineSink
+from ingest.seqgaps import Gap, SeqGapTracker
 from ingest.status import DeviceStatus, StatusWriter
 from ingest.writer import WriterClosed
 
@@ -167,6 +168,7 @@ class MqttCollector:
         self._redelivered = False  # DUP flag of the message being handled
         self.acks_sent = 0
         self.acks_dropped = 0  # acks of a connection that is gone: the broker redelivers
+        self._gaps = SeqGapTracker(grace_s=settings.seq_gap_grace_s)
 
     # --- public ---------------------------------------------------------------------------
 
@@ -390,6 +392,24 @@ class MqttCollector:
             await asyncio.sleep(MISC_INTERVAL_S)
             if self._sock is not None:
                 self._client.loop_misc()
+            for gap in self._gaps.due(self._wall_clock()):
+                self._report_gap(gap, None)
+
+    def _report_gap(self, gap: Gap, topic: str | None) -> None:
+        """A device's messages that never arrived: counted, logged, and recorded in quarantine
+        (reason seq_gap), where an operator looks for data that did not make it."""
+        self._metrics.seq_gap_messages.inc(gap.missing)
+        log.warning(
+            "device %s: %d message(s) never arrived (seq %d..%d)",
+            gap.device, gap.missing, gap.first_seq, gap.last_seq,
+        )  # fmt: skip
+        detail = (
+            f"device {gap.device}: seq {gap.first_seq}..{gap.last_seq} ({gap.missing} message(s))"
+            f" missing for {self._gaps.grace_s:g} s"
+        )
+        record = self._quarantine.record(SOURCE, topic, Reason.SEQ_GAP, detail, None)
+        if not self._quarantine.offer(record):
+            self._metrics.quarantine_dropped.inc()
 
     async def _wait_lost_or_stopping(self) -> None:
         lost = asyncio.create_task(self._lost.wait())
@@ -451,6 +471,7 @@ class MqttCollector:
         if topic is None:
             self._refuse(topic_text, Reason.BAD_TOPIC, "not <root>/<site>/<device>/<kind>", payload)
         elif topic.kind == "telemetry":
+            seqs_before = len(self._builder.object_seq)
             try:
                 rejections = decode_telemetry(
                     payload,
@@ -468,6 +489,10 @@ class MqttCollector:
             for r in rejections:
                 self._metrics.readings_rejected.labels(SOURCE, r.reason).inc(r.readings)
                 self._refuse(topic_text, r.reason, r.detail, payload)
+            now_s = self._now_us / 1_000_000
+            for seq in self._builder.object_seq[seqs_before:]:
+                for gap in self._gaps.observe(topic.device, seq, now_s):
+                    self._report_gap(gap, topic_text)
         elif topic.kind == "status":
             self._device_status(topic_text, topic, payload)
         else:
