@@ -10,7 +10,7 @@ in a different order; see docs/alarms.md).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings
@@ -28,7 +28,7 @@ from alerting.rules import (
     VoteSpec,
     compile_rules,
 )
-from alerting.state import EngineState
+from alerting.state import EngineState, Rows, StateDelta
 from alerting.transitions import Transition, transition_order
 from hazwatch.domain import ReadingBatch
 
@@ -264,16 +264,20 @@ def _batch(rows: list[tuple[int, float, float]], quality: int = 0) -> ReadingBat
     )  # fmt: skip
 
 
-def _moves(rules: CompiledRules, ops: list[Op]) -> list[tuple[str, float, int, int]]:
-    """(rule, t in s, from, to) of the engine's transitions; the reference must agree."""
+def _moves(rules: CompiledRules, ops: list[Op]) -> list[tuple[str, int, float, int, int]]:
+    """(rule, sensor id, t in s, from, to) of the engine's transitions; the reference must
+    agree."""
     run_case(rules, ops, None)
     state = EngineState.empty(rules.n, rules.history_len)
     out = []
     for op in ops:
-        assert op.batch is not None
-        step = engine.evaluate(rules, state, op.batch, op.now_us)
-        out += [(t.rule.label, (t.ts_us - T0) / S, t.from_tier, t.to_tier)
-                for t in step.transitions.to_list()]  # fmt: skip
+        if op.batch is None:
+            assert op.now_us is not None
+            step = engine.tick(rules, state, op.now_us)
+        else:
+            step = engine.evaluate(rules, state, op.batch, op.now_us)
+        out += [(t.rule.label, int(rules.sensor_id[t.subject]), (t.ts_us - T0) / S,
+                 t.from_tier, t.to_tier) for t in step.transitions.to_list()]  # fmt: skip
         state = state.updated(step.delta)
     return out
 
@@ -304,7 +308,7 @@ def test_trend_ignores_a_second_value_at_a_remembered_time() -> None:
     assert _moves(rules, ops) == []
     # Without the duplicate's value winning, a real fall still predicts the tier.
     ops = [Op(_batch([(1, 0, 10.0), (1, 5, 0.0)]), None)]
-    assert _moves(rules, ops) == [("trend", 5.0, 0, 1)]
+    assert _moves(rules, ops) == [("trend", 1, 5.0, 0, 1)]
 
 
 def test_low_limits_at_zero_on_a_magnitude_with_a_wide_deadband() -> None:
@@ -318,7 +322,42 @@ def test_low_limits_at_zero_on_a_magnitude_with_a_wide_deadband() -> None:
     )  # fmt: skip
     rows = [(1, 0, 0.0), (1, 5, -0.0), (1, 6, 1.5), (1, 7, -2.6), (1, 8, 3.5)]
     assert _moves(rules, [Op(_batch(rows), None)]) == [
-        ("low", 0.0, 0, 4),
-        ("low", 7.0, 4, 1),
-        ("low", 8.0, 1, 0),
+        ("low", 1, 0.0, 0, 4),
+        ("low", 1, 7.0, 4, 1),
+        ("low", 1, 8.0, 1, 0),
     ]
+
+
+def test_a_tick_after_derived_readings_keeps_each_sensors_row() -> None:
+    """Regression (property test, WIDE seed 41): a batch carrying a reading of the derived
+    imbalance sensor (low red 0.0, on-delay 1 s) and a derived rate, with `now`. The derived
+    pass leaves the batch's delta out of position order; the tick's delta, chained after it,
+    looked rows up as if it were sorted and gave the derived rate (50) the row of 60: its own
+    red, due at t=2, never came (with other positions: an IndexError)."""
+    red_at_zero = SensorRules(0, low=(None, None, None, 0.0), on_delay_us=(S, S, S, S))
+    rules = compile_rules(
+        [SensorRules(10), SensorRules(11), replace(red_at_zero, sensor_id=50),
+         replace(red_at_zero, sensor_id=60)],
+        derives=[DeriveRule(2, "rate", (0,), scale=0.5, window_us=2 * S),
+                 DeriveRule(3, "imbalance", (0, 1))],
+        history_len=2,
+    )  # fmt: skip
+    nan = math.nan
+    rows = [(10, 0, nan), (10, 0, 0.0), (10, 1, 0.0), (11, 0, nan), (60, 0, 0.0)]
+    ops = [Op(_batch(rows), T0 + S), Op(None, T0 + 2 * S)]
+    assert _moves(rules, ops) == [("low", 60, 1.0, 0, 4), ("low", 50, 2.0, 0, 4)]
+
+
+def test_chained_deltas_out_of_order_keep_their_rows() -> None:
+    def delta(index: list[int], tag: float) -> StateDelta:
+        rows = Rows.blank(len(index), 2)
+        rows.last_valid[:] = [tag + i for i in index]
+        persist = np.array([i % 2 == 0 for i in index])
+        return StateDelta(np.array(index, dtype=np.intp), rows, persist)
+
+    first = delta([0, 1, 5], 0.0).then(delta([4], 0.0))  # disjoint: index [0, 1, 5, 4]
+    chained = first.then(delta([5, 2], 100.0))
+    got = dict(zip(chained.index.tolist(), chained.rows.last_valid.tolist(), strict=True))
+    assert got == {0: 0.0, 1: 1.0, 2: 102.0, 4: 4.0, 5: 105.0}
+    persisted = dict(zip(chained.index.tolist(), chained.persist.tolist(), strict=True))
+    assert persisted == {0: True, 1: False, 2: True, 4: True, 5: False}
