@@ -26,11 +26,11 @@ from api.params import SensorId
 from api.routes import API_PREFIX
 from api.schemas import NOT_FOUND, SECURED, SensorRules
 from hazwatch.catalog import CATALOGUE
+from hazwatch.registry.store import RULES_CHANNEL
 from hazwatch.rulespec import RuleSpec
 
 router = APIRouter(prefix=API_PREFIX, tags=["rules"], responses=SECURED)
 
-RULES_CHANNEL = "hazwatch_rules"
 
 _SENSOR = """
 SELECT n.sensor_id, n.key, n.kind, n.params::text AS params, n.rules::text AS rules
