@@ -75,9 +75,14 @@ class IngestAlarms:
         self.reloads = 0
 
     def on_registry(self, snapshot: RegistrySnapshot) -> None:
+        """Ingest's registry snapshots: the first starts the engine; a later one that differs
+        makes the next tick read the registry itself (a refresh loaded before a change
+        committed must not undo it)."""
         fingerprint = rules_fingerprint(snapshot)
-        if fingerprint != self._fingerprint:
+        if self._snapshot is None:
             self._snapshot, self._fingerprint = snapshot, fingerprint
+        elif fingerprint != self._fingerprint:
+            self._heard = True
 
     async def hook(self, conn: asyncpg.Connection, inserted: ReadingBatch) -> Callable[[], None]:
         service = await self._ready()
@@ -88,10 +93,12 @@ class IngestAlarms:
         await self._keep_listening()
         if self._heard:
             self._heard = False
-            self.on_registry(await RegistrySnapshot.load(conn))
-        if self._fingerprint == self._started_fingerprint:
-            return await service.tick(conn, self._now_us())
+            loaded = await RegistrySnapshot.load(conn)
+            if rules_fingerprint(loaded) != self._fingerprint:
+                self._snapshot, self._fingerprint = loaded, rules_fingerprint(loaded)
         snapshot, fingerprint = self._snapshot, self._fingerprint
+        if snapshot is None or fingerprint == self._started_fingerprint:
+            return await service.tick(conn, self._now_us())
         log.info("registry rules changed: reloading the alarm rules")
         adopt = await service.tick(conn, self._now_us(), snapshot=snapshot)
 

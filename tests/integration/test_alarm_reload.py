@@ -5,6 +5,7 @@ with the state carried over, and the open episodes go on (no restart, no duplica
 from __future__ import annotations
 
 import asyncio
+import math
 from pathlib import Path
 
 import asyncpg
@@ -82,6 +83,7 @@ async def test_a_rule_edit_is_taken_at_the_next_tick_and_the_episode_goes_on(
         async with db.transaction():
             (await alarms.tick(db))()  # opens the LISTEN connection
         assert alarms.reloads == 0
+        before_edit = await RegistrySnapshot.load(db)
         # What PUT /api/v1/sensors/{id}/rules writes: yellow switched off.
         high = {"high": {"blue": 24.0, "yellow": None, "orange": 80.0, "red": 160.0}}
         async with db.transaction():
@@ -101,6 +103,13 @@ async def test_a_rule_edit_is_taken_at_the_next_tick_and_the_episode_goes_on(
         position = alarms.service.rules.position(co1)
         assert position is not None
         assert alarms.service.state.rows.tier[position, 0] == 1  # still active, at blue
+        # Ingest's periodic refresh may hand over a snapshot loaded before the edit: the
+        # bridge reads the registry itself and keeps the new rules.
+        alarms.on_registry(before_edit)
+        async with db.transaction():
+            (await alarms.tick(db))()
+        assert alarms.reloads == 1
+        assert math.isnan(alarms.service.rules.limit[1, position])
         # The next readings go on under the new rules, in the same episode.
         await _batch(db, alarms, [(co1, t, 100.0) for t in range(15, 30, 5)])
         events = await _events(db, "high")
