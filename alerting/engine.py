@@ -17,7 +17,7 @@ How a batch goes through (each step a handful of whole-array operations):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -44,7 +44,7 @@ from alerting.segments import (
 from alerting.state import COMPACT_FIELDS, NEVER, EngineState, Rows, StateDelta
 from alerting.transitions import Transitions
 from alerting.votes import MemberChanges, member_changes, vote_transitions
-from alerting.windows import History, Recent, rate_tier, trend_tier, unrolled
+from alerting.windows import History, rate_tier, trend_tier
 from hazwatch.domain import BAD_QUALITY_MIN, Quality, ReadingBatch
 
 FloatArray = npt.NDArray[np.float64]
@@ -141,8 +141,13 @@ class _Batch:
         self.m = len(starts)
         self.before = state.gather(self.spos.astype(np.intp), overlay)
         # The rows this pass writes. The history arrays are shared with `before` (a private
-        # copy already): `_history` reads them, then appends to them in place.
-        self.work = self.before.copy_without_history()
+        # copy already): they are read once, by `_windows`, before it overwrites them.
+        self.work = replace(
+            self.before.copy_without_history(),
+            hist_t=self.before.hist_t,
+            hist_v=self.before.hist_v,
+            hist_n=self.before.hist_n,
+        )
         eval0 = self.before.eval_ts
         dup = np.zeros(len(pos), dtype=np.bool_)
         dup[1:] = ~self.first[1:] & (self.t[1:] == self.t[:-1])
@@ -511,7 +516,7 @@ def _windows(b: _Batch, derived: list[tuple[PosArray, IntArray, FloatArray]] | N
         window = windows[pos_r]
         start = history.window_start(at_r, window)
         if rule is Rule.RATE:
-            per_min = history.rate_per_min(at_r, start, window)
+            per_min = history.rate_per_min(at_r, start, window, history.x)
             tier = rate_tier(rules, pos_r, per_min)
         else:
             tier = _trend(rules, history, at=at_r, start=start, window=window, pos=pos_r)
@@ -528,14 +533,14 @@ def _windows(b: _Batch, derived: list[tuple[PosArray, IntArray, FloatArray]] | N
             at_d = at[mine]
             window = rules.rate_window_us_of[k][eval_pos[mine]]
             start = history.window_start(at_d, window)
-            per_min = history.rate_per_min(at_d, start, window, raw=True)
+            per_min = history.rate_per_min(at_d, start, window, history.v)
             value = per_min * rules.rate_scale[k][eval_pos[mine]]
             ok = ~np.isnan(value)
             derived.append((out_pos[mine][ok], history.t[at_d][ok], value[ok]))
     return Transitions.concat(out)
 
 
-def _history(b: _Batch) -> tuple[History | Recent, IntArray, IntArray] | None:
+def _history(b: _Batch) -> tuple[History, IntArray, IntArray] | None:
     """The remembered and new valid readings of sensors with windows, the segments they
     belong to (indices into the batch's segments), and the entries to evaluate (accepted
     readings). Writes the new remembered history into the working rows."""
@@ -551,45 +556,33 @@ def _history(b: _Batch) -> tuple[History | Recent, IntArray, IntArray] | None:
     to_h = np.full(b.m, -1, dtype=np.int64)
     to_h[hseg] = np.arange(len(hseg))
     hpos = b.spos[hseg]
+    widest = np.maximum(
+        np.maximum(rules.rate_window_us[hpos], rules.trend_window_us[hpos]),
+        rules.derive_window_us[hpos],
+    )
     accepted_rows = b.accepted[rows]
+    # Per segment, the oldest time any window of this batch reaches back to (none: keep all).
+    acc_h = to_h[row_seg_m[accepted_rows]]
+    acc_t = b.t[rows[accepted_rows]]
+    firsts = first_of_segment(acc_h)
+    cutoff = np.full(len(hseg), NEVER, dtype=np.int64)
+    cutoff[acc_h[firsts]] = acc_t[firsts] - widest[acc_h[firsts]]
     before = b.before
-    history: History | Recent
-    if accepted_rows.all():
-        # The usual case: nothing late, nothing to merge; the new readings go into the rings.
-        history = Recent.build(
-            rules, hpos, hist_t=before.hist_t[hseg], hist_v=before.hist_v[hseg],
-            hist_n=before.hist_n[hseg], hist_head=before.hist_head[hseg],
-            row_seg=to_h[row_seg_m], row_t=b.t[rows], row_v=b.v[rows],
-        )  # fmt: skip
-        history.remember(b.work, hseg)
-    else:
-        widest = np.maximum(
-            np.maximum(rules.rate_window_us[hpos], rules.trend_window_us[hpos]),
-            rules.derive_window_us[hpos],
-        )
-        # Per segment, the oldest time any window of this batch reaches back to (none: keep
-        # all).
-        acc_h = to_h[row_seg_m[accepted_rows]]
-        acc_t = b.t[rows[accepted_rows]]
-        firsts = first_of_segment(acc_h)
-        cutoff = np.full(len(hseg), NEVER, dtype=np.int64)
-        cutoff[acc_h[firsts]] = acc_t[firsts] - widest[acc_h[firsts]]
-        hist_t, hist_v = unrolled(before.hist_t[hseg], before.hist_v[hseg], before.hist_head[hseg])
-        history = History.build(
-            rules, hpos, hist_t=hist_t, hist_v=hist_v, hist_n=before.hist_n[hseg],
-            row_seg=to_h[row_seg_m], row_t=b.t[rows], row_v=b.v[rows], cutoff=cutoff,
-        )  # fmt: skip
-        hist_t, hist_v, hist_n = history.remembered()
-        b.work.hist_t[hseg] = hist_t
-        b.work.hist_v[hseg] = hist_v
-        b.work.hist_n[hseg] = hist_n
-        b.work.hist_head[hseg] = 0  # laid out right-aligned
+    history = History.build(
+        rules, hpos, hist_t=before.hist_t[hseg], hist_v=before.hist_v[hseg],
+        hist_n=before.hist_n[hseg], row_seg=to_h[row_seg_m], row_t=b.t[rows], row_v=b.v[rows],
+        cutoff=cutoff, all_new=bool(accepted_rows.all()),
+    )  # fmt: skip
+    hist_t, hist_v, hist_n = history.remembered()
+    b.work.hist_t[hseg] = hist_t
+    b.work.hist_v[hseg] = hist_v
+    b.work.hist_n[hseg] = hist_n
     return history, hseg, history.batch_at[accepted_rows]
 
 
 def _trend(
     rules: CompiledRules,
-    history: History | Recent,
+    history: History,
     *,
     at: IntArray,
     start: IntArray,

@@ -29,7 +29,6 @@ import numpy.typing as npt
 from alerting.rules import CompiledRules, Rule
 from alerting.state import COMPACT_FIELDS, NEVER, EngineState, Rows, StateDelta
 from alerting.transitions import Transitions
-from alerting.windows import unrolled
 
 IntArray = npt.NDArray[np.int64]
 
@@ -51,14 +50,13 @@ def carry_state(
         return state
     src = source[keep]
     rows = state.rows
-    history = ("hist_t", "hist_v", "hist_n", "hist_head")
+    history = ("hist_t", "hist_v", "hist_n")
     for name, array in rows.arrays().items():
         if name not in history:
             array[keep] = getattr(old.rows, name)[src]
-    hist_t, hist_v = unrolled(old.rows.hist_t[src], old.rows.hist_v[src], old.rows.hist_head[src])
-    h = min(old.history_len, new_rules.history_len)
-    rows.hist_t[keep, -h:] = hist_t[:, -h:]
-    rows.hist_v[keep, -h:] = hist_v[:, -h:]
+    h = min(old.history_len, new_rules.history_len)  # rows are right-aligned: keep the newest
+    rows.hist_t[keep, -h:] = old.rows.hist_t[src, -h:]
+    rows.hist_v[keep, -h:] = old.rows.hist_v[src, -h:]
     rows.hist_n[keep] = np.minimum(old.rows.hist_n[src], h)
     return state
 

@@ -5,11 +5,8 @@ touched). `EngineState.updated` gives a new state; `EngineState.apply` writes th
 this one, for the owner that adopts it after its database transaction committed.
 
 Latches are indexed `side * 4 + level - 1` (0..3 high blue..red, 4..7 low blue..red); tiers
-by `Rule` (HIGH..QUALITY). History holds each sensor's last H valid readings in a ring of H
-cells: `hist_n` of them valid, the newest in cell `hist_head - 1` (mod H), the oldest in cell
-`hist_head - hist_n`. A ring lets a batch append its readings without moving the others;
-with `hist_head` 0 the rows are right-aligned (the newest in cell H-1), which is how a
-rebuild from the database lays them out.
+by `Rule` (HIGH..QUALITY). History holds each sensor's last H valid readings, right-aligned:
+the newest in column H-1, `hist_n` of them valid.
 """
 
 from __future__ import annotations
@@ -39,7 +36,6 @@ class Rows:
     hist_t: npt.NDArray[np.int64]  # (n, H)
     hist_v: npt.NDArray[np.float64]  # (n, H)
     hist_n: npt.NDArray[np.int32]
-    hist_head: npt.NDArray[np.int32]  # cell of the next reading to remember
 
     @classmethod
     def blank(cls, n: int, history_len: int, *, last_ts_us: int | None = None) -> Self:
@@ -55,7 +51,6 @@ class Rows:
             hist_t=np.full((n, history_len), NEVER, dtype=np.int64),
             hist_v=np.full((n, history_len), np.nan),
             hist_n=np.zeros(n, dtype=np.int32),
-            hist_head=np.zeros(n, dtype=np.int32),
         )
 
     def __len__(self) -> int:
@@ -73,7 +68,7 @@ class Rows:
 
     def copy_without_history(self) -> Rows:
         """A copy sharing the history arrays (the large ones) with this one."""
-        history = ("hist_t", "hist_v", "hist_n", "hist_head")
+        history = ("hist_t", "hist_v", "hist_n")
         return Rows(**{k: v if k in history else v.copy() for k, v in self.arrays().items()})
 
 

@@ -12,24 +12,19 @@ of running sums (`np.cumsum`), with times in seconds relative to a base per segm
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from alerting.rules import CompiledRules
-from alerting.segments import BoolArray, IntArray, first_of_segment
-from alerting.state import NEVER, Rows
+from alerting.segments import BoolArray, IntArray
+from alerting.state import NEVER
 
 FloatArray = npt.NDArray[np.float64]
-G = TypeVar("G", bound=np.generic)
 
 
 @dataclass(frozen=True, slots=True)
 class History:
-    """Remembered and new readings laid out together (the path for batches with late
-    readings or duplicates; `Recent` is the usual one)."""
-
     seg: IntArray  # segment of each entry, nondecreasing
     t: IntArray
     v: FloatArray
@@ -55,38 +50,53 @@ class History:
         row_t: IntArray,
         row_v: FloatArray,
         cutoff: IntArray,
+        all_new: bool,
     ) -> History:
         """`pos` and the history arrays are per segment; rows are this batch's valid readings
-        of those segments in (segment, time) order, some late (older than the sensor's
-        clock, merged in where they belong) or duplicates (dropped). History rows are
-        right-aligned (`unrolled`). A segment's remembered readings older than its `cutoff`
-        can be in no window of this batch, nor of a later one (later readings are newer):
-        they are left out, and out of what is remembered next."""
+        of those segments in (segment, time) order; `all_new` if every one is accepted (newer
+        than anything remembered, no duplicates). A segment's remembered readings older than
+        its `cutoff` can be in no window of this batch, nor of a later one (later readings
+        are newer): they are left out, and out of what is remembered next."""
         m, h = hist_t.shape
         hist_n = np.minimum(hist_n, (hist_t >= cutoff[:, None]).sum(axis=1)).astype(np.int32)
         keep = np.arange(h)[None, :] >= (h - hist_n)[:, None]
         h_seg = np.repeat(np.arange(m, dtype=np.int64), hist_n)
         h_t = hist_t[keep]
         h_v = hist_v[keep]
-        # Merge by time, remembered entries first at equal times, and drop a reading whose
-        # (sensor, time) is already there.
-        all_seg = np.concatenate([h_seg, row_seg])
-        all_t = np.concatenate([h_t, row_t])
-        src = np.concatenate([np.zeros(len(h_t), np.int8), np.ones(len(row_t), np.int8)])
-        order = np.lexsort((src, all_t, all_seg))
-        dup = np.zeros(len(order), dtype=np.bool_)
-        dup[1:] = (all_seg[order][1:] == all_seg[order][:-1]) & (
-            all_t[order][1:] == all_t[order][:-1]
-        )
-        order = order[~dup]
-        seg = all_seg[order]
-        t = all_t[order]
-        v = np.concatenate([h_v, row_v])[order]
-        batch_at = np.full(len(row_t), -1, dtype=np.int64)
-        is_batch = order >= len(h_t)
-        batch_at[order[is_batch] - len(h_t)] = np.flatnonzero(is_batch)
-        per_seg = np.bincount(seg, minlength=m).astype(np.int64)
-        offset = np.cumsum(per_seg) - per_seg
+        n_rows = np.bincount(row_seg, minlength=m).astype(np.int64)
+        if all_new:
+            # Usual case: every batch reading is newer than what is remembered; lay the
+            # history of each segment in front of its batch readings.
+            per_seg = hist_n.astype(np.int64) + n_rows
+            offset = np.cumsum(per_seg) - per_seg
+            total = int(per_seg.sum())
+            seg = np.repeat(np.arange(m, dtype=np.int64), per_seg)
+            t = np.empty(total, dtype=np.int64)
+            v = np.empty(total, dtype=np.float64)
+            h_at = offset[h_seg] + _rank(h_seg, hist_n.astype(np.int64))
+            batch_at = offset[row_seg] + hist_n[row_seg] + _rank(row_seg, n_rows)
+            t[h_at], v[h_at] = h_t, h_v
+            t[batch_at], v[batch_at] = row_t, row_v
+        else:
+            # Late readings: merge by time, remembered entries first at equal times, and drop
+            # a reading whose (sensor, time) is already there.
+            all_seg = np.concatenate([h_seg, row_seg])
+            all_t = np.concatenate([h_t, row_t])
+            src = np.concatenate([np.zeros(len(h_t), np.int8), np.ones(len(row_t), np.int8)])
+            order = np.lexsort((src, all_t, all_seg))
+            dup = np.zeros(len(order), dtype=np.bool_)
+            dup[1:] = (all_seg[order][1:] == all_seg[order][:-1]) & (
+                all_t[order][1:] == all_t[order][:-1]
+            )
+            order = order[~dup]
+            seg = all_seg[order]
+            t = all_t[order]
+            v = np.concatenate([h_v, row_v])[order]
+            batch_at = np.full(len(row_t), -1, dtype=np.int64)
+            is_batch = order >= len(h_t)
+            batch_at[order[is_batch] - len(h_t)] = np.flatnonzero(is_batch)
+            per_seg = np.bincount(seg, minlength=m).astype(np.int64)
+            offset = np.cumsum(per_seg) - per_seg
         magnitude = rules.magnitude[pos][seg]
         x = np.where(magnitude, np.abs(v), v) if magnitude.any() else v
         # Composite key: segment in the high bits, time since the earliest window start in the
@@ -118,11 +128,9 @@ class History:
         return covered
 
     def rate_per_min(
-        self, at: IntArray, start: IntArray, window_us: IntArray, *, raw: bool = False
+        self, at: IntArray, start: IntArray, window_us: IntArray, values: FloatArray
     ) -> FloatArray:
-        """(x[at] - x[start]) per minute (`raw`: of the values v, not x); NaN where the
-        window is not covered."""
-        values = self.v if raw else self.x
+        """(values[at] - values[start]) per minute; NaN where the window is not covered."""
         with np.errstate(divide="ignore", invalid="ignore"):
             r = (values[at] - values[start]) / ((self.t[at] - self.t[start]) / 1e6) * 60.0
         r = np.asarray(r, dtype=np.float64)
@@ -156,247 +164,16 @@ class History:
         m = len(self.seg_start)
         h = self.history_len
         count = np.minimum(self.seg_end - self.seg_start, h)
-        hist_t = np.full((m, h), np.iinfo(np.int64).min // 2, dtype=np.int64)
+        hist_t = np.full((m, h), NEVER, dtype=np.int64)
         hist_v = np.full((m, h), np.nan)
-        col = np.arange(h)[None, :]
-        fill = col >= (h - count)[:, None]
-        src = (self.seg_end - count)[:, None] + (col - (h - count)[:, None])
-        hist_t[fill] = self.t[src[fill]]
-        hist_v[fill] = self.v[src[fill]]
+        # One flat copy: entry `seg_end - count + k` goes to cell `h - count + k` of its row.
+        row = np.repeat(np.arange(m, dtype=np.int64), count)
+        rank = _rank(row, count)
+        src = (self.seg_end - count)[row] + rank
+        dst = row * h + (h - count)[row] + rank
+        hist_t.ravel()[dst] = self.t[src]
+        hist_v.ravel()[dst] = self.v[src]
         return hist_t, hist_v, count.astype(np.int32)
-
-
-def unrolled(
-    hist_t: IntArray, hist_v: FloatArray, hist_head: npt.NDArray[np.int32]
-) -> tuple[IntArray, FloatArray]:
-    """History rings laid out right-aligned (the newest in column H-1)."""
-    h = hist_t.shape[1]
-    if not hist_head.any():
-        return hist_t, hist_v
-    cell = (np.arange(h)[None, :] + hist_head[:, None]) % h
-    return np.take_along_axis(hist_t, cell, axis=1), np.take_along_axis(hist_v, cell, axis=1)
-
-
-@dataclass(frozen=True, slots=True)
-class Recent:
-    """The usual case, without laying anything out: every batch reading is newer than what is
-    remembered (nothing late, no duplicate). Entries are this batch's valid readings of each
-    segment, in (segment, time) order; the remembered readings stay in their rings (m, H). A
-    window is addressed by *merged* indices: per segment, 0..hist_n-1 are the remembered
-    readings (oldest first), hist_n.. the batch's, so a window may start in the history and
-    end in the batch. Sums for the slope are running sums over the batch entries plus, where
-    a window reaches back, running sums along the rings concerned."""
-
-    seg: IntArray  # (E,) segment of each entry, nondecreasing
-    t: IntArray
-    v: FloatArray
-    x: FloatArray
-    rank: IntArray  # (E,) rank within the segment's batch entries
-    merged: IntArray  # (E,) merged index: hist_n of the segment + rank
-    seg_start: IntArray  # (m,) first entry of each segment (every segment has one or more)
-    count: IntArray  # (m,) entries per segment
-    hist_t: IntArray  # (m, H) rings
-    hist_v: FloatArray
-    hist_n: IntArray  # (m,)
-    oldest: IntArray  # (m,) cell of the oldest remembered reading
-    magnitude: BoolArray  # (m,)
-    batch_at: IntArray  # entry of each batch row given: all of them, in order
-    history_len: int
-    _key: IntArray
-    _key_base: int
-    _key_shift: int
-
-    @classmethod
-    def build(
-        cls,
-        rules: CompiledRules,
-        pos: npt.NDArray[np.int32],
-        *,
-        hist_t: IntArray,
-        hist_v: FloatArray,
-        hist_n: npt.NDArray[np.int32],
-        hist_head: npt.NDArray[np.int32],
-        row_seg: IntArray,
-        row_t: IntArray,
-        row_v: FloatArray,
-    ) -> Recent:
-        """Like `History.build` with every row new; every segment must have a row."""
-        m, h = hist_t.shape
-        count = np.bincount(row_seg, minlength=m).astype(np.int64)
-        seg_start = np.cumsum(count) - count
-        magnitude = rules.magnitude[pos]
-        x = np.where(magnitude[row_seg], np.abs(row_v), row_v) if magnitude.any() else row_v
-        base = (int(row_t.min()) if len(row_t) else 0) - 1
-        span = (int(row_t.max()) if len(row_t) else 0) - base
-        shift = max(1, span.bit_length())
-        if shift + max(1, m.bit_length()) > 62:
-            raise ValueError("a batch spans too long a time for the window search; split it")
-        n = hist_n.astype(np.int64)
-        rank = np.arange(len(row_seg), dtype=np.int64) - seg_start[row_seg]
-        return cls(
-            seg=row_seg, t=row_t, v=row_v, x=x, rank=rank, merged=n[row_seg] + rank,
-            seg_start=seg_start, count=count, hist_t=hist_t, hist_v=hist_v, hist_n=n,
-            oldest=(hist_head.astype(np.int64) - n) % h, magnitude=magnitude,
-            batch_at=np.arange(len(row_seg), dtype=np.int64), history_len=h,
-            _key=(row_seg << shift) | (row_t - base), _key_base=base, _key_shift=shift,
-        )  # fmt: skip
-
-    def _cell(self, seg: IntArray, index: IntArray) -> IntArray:
-        """The ring cell of remembered reading `index` (0 the oldest) of each segment."""
-        cell: IntArray = (self.oldest[seg] + index) % self.history_len
-        return cell
-
-    def _value_at(
-        self, seg: IntArray, index: IntArray, new: npt.NDArray[G], old: npt.NDArray[G]
-    ) -> npt.NDArray[G]:
-        """The entry at merged `index` of each `seg`: `new` (per batch entry) or `old` (per
-        ring cell)."""
-        entry = self.seg_start[seg] + index - self.hist_n[seg]
-        back = np.flatnonzero(entry < self.seg_start[seg])  # in the history
-        out: npt.NDArray[G] = new[np.maximum(entry, 0)]
-        if not len(back):
-            return out
-        out[back] = old[seg[back], self._cell(seg[back], index[back])]
-        return out
-
-    def window_start(self, at: IntArray, window_us: IntArray) -> IntArray:
-        """Merged index of the first entry of the window ending at each entry `at`."""
-        seg = self.seg[at]
-        low = self.t[at] - window_us
-        query = (seg << self._key_shift) | np.maximum(low - self._key_base, 0)
-        first_new = np.searchsorted(self._key, query, side="left") - self.seg_start[seg]
-        hn = self.hist_n[seg]
-        start = hn + first_new
-        back = np.flatnonzero((first_new == 0) & (hn > 0))
-        if len(back):
-            # The window reaches the history: binary search over its remembered readings.
-            row = seg[back]
-            lo = np.zeros(len(back), dtype=np.int64)
-            hi = hn[back].copy()
-            target = low[back]
-            while True:
-                open_ = lo < hi
-                if not open_.any():
-                    break
-                mid = (lo + hi) >> 1
-                below = self.hist_t[row, self._cell(row, np.minimum(mid, hi - 1))] < target
-                lo = np.where(open_ & below, mid + 1, lo)
-                hi = np.where(open_ & ~below, mid, hi)
-            start[back] = lo
-        counted: IntArray = np.maximum(start, self.merged[at] - self.history_len + 1)
-        return counted
-
-    def covered(self, at: IntArray, start: IntArray, window_us: IntArray) -> BoolArray:
-        """Windows whose readings span at least half of the window (two readings or more)."""
-        t0 = self._value_at(self.seg[at], start, self.t, self.hist_t)
-        covered: BoolArray = (start < self.merged[at]) & ((self.t[at] - t0) * 2 >= window_us)
-        return covered
-
-    def rate_per_min(
-        self, at: IntArray, start: IntArray, window_us: IntArray, *, raw: bool = False
-    ) -> FloatArray:
-        """(x[at] - x[start]) per minute (`raw`: of the values v, not x); NaN where the
-        window is not covered."""
-        seg = self.seg[at]
-        t0 = self._value_at(seg, start, self.t, self.hist_t)
-        v0 = self._value_at(seg, start, self.v, self.hist_v)
-        values = self.v
-        if not raw:
-            values = self.x
-            v0 = np.where(self.magnitude[seg], np.abs(v0), v0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            r = (values[at] - v0) / ((self.t[at] - t0) / 1e6) * 60.0
-        r = np.asarray(r, dtype=np.float64)
-        covered = (start < self.merged[at]) & ((self.t[at] - t0) * 2 >= window_us)
-        return np.where(covered, r, np.nan)
-
-    def slope(self, at: IntArray, start: IntArray) -> tuple[FloatArray, IntArray]:
-        """Least-squares slope of x over t (per second) of each window, and its size; NaN
-        where all times are equal. Times are in seconds from each segment's first entry."""
-        seg = self.seg[at]
-        first_t = self.t[self.seg_start]
-        # Running sums over the entries of the segments evaluated here (whole segments).
-        evaluated = np.zeros(len(self.seg_start), dtype=np.bool_)
-        evaluated[seg] = True
-        sel = np.flatnonzero(evaluated[self.seg])
-        at_sel = np.full(len(self.seg), -1, dtype=np.int64)
-        at_sel[sel] = np.arange(len(sel))
-        ts = (self.t[sel] - first_t[self.seg[sel]]) / 1e6
-        x = self.x[sel]
-        zero = np.zeros(1)
-        c_t = np.concatenate([zero, np.cumsum(ts)])
-        c_x = np.concatenate([zero, np.cumsum(x)])
-        c_tt = np.concatenate([zero, np.cumsum(ts * ts)])
-        c_tx = np.concatenate([zero, np.cumsum(ts * x)])
-        hn = self.hist_n[seg]
-        new_from = at_sel[self.seg_start[seg]] + np.maximum(start - hn, 0)
-        end = at_sel[at] + 1
-        st = c_t[end] - c_t[new_from]
-        sx = c_x[end] - c_x[new_from]
-        stt = c_tt[end] - c_tt[new_from]
-        stx = c_tx[end] - c_tx[new_from]
-        back = np.flatnonzero(start < hn)
-        if len(back):
-            self._add_remembered(seg[back], start[back], first_t, (st, sx, stt, stx), back)
-        n = self.merged[at] - start + 1
-        denominator = n * stt - st * st
-        with np.errstate(divide="ignore", invalid="ignore"):
-            b = (n * stx - st * sx) / denominator
-        return np.where(denominator > 0, b, np.nan), n
-
-    def _add_remembered(
-        self,
-        seg: IntArray,
-        start: IntArray,
-        first_t: IntArray,
-        sums: tuple[FloatArray, FloatArray, FloatArray, FloatArray],
-        into: IntArray,
-    ) -> None:
-        """Add the sums over remembered readings `start..hist_n-1` of each `seg` (sorted) to
-        `sums` at `into`: running sums along the rings concerned, a wrapped range in two
-        parts."""
-        new_row = first_of_segment(seg)
-        rows = seg[new_row]
-        which = np.cumsum(new_row) - 1
-        h = self.history_len
-        hn = self.hist_n[rows]
-        ht = (self.hist_t[rows] - first_t[rows][:, None]) / 1e6
-        hx = self.hist_v[rows]  # a copy (rows are gathered)
-        mag = self.magnitude[rows]
-        if mag.any():
-            hx[mag] = np.abs(hx[mag])
-        if (hn < h).any():  # rings not yet full: zero their empty cells
-            empty = (np.arange(h)[None, :] - self.oldest[rows][:, None]) % h >= hn[:, None]
-            ht[empty] = 0.0
-            hx[empty] = 0.0
-        first = self._cell(seg, start)  # the range's first cell
-        stop = first + self.hist_n[seg] - start  # past the end of the ring: it wraps
-        wraps = np.flatnonzero(stop > h)
-        base = which * (h + 1)
-        hi = base + np.minimum(stop, h)
-        lo = base + first
-        wrap_hi = base[wraps] + stop[wraps] - h
-        c = np.zeros((len(rows), h + 1))
-        for acc, cells in zip(sums, (ht, hx, ht * ht, ht * hx), strict=True):
-            np.cumsum(cells, axis=1, out=c[:, 1:])
-            flat = c.ravel()
-            total = flat[hi] - flat[lo]
-            total[wraps] += flat[wrap_hi]
-            acc[into] += total
-
-    def remember(self, rows: Rows, at: IntArray) -> None:
-        """Append each segment's entries to its ring in `rows` (rows `at`, aligned with the
-        segments): the last H of them, overwriting the oldest."""
-        h = self.history_len
-        keep = self.rank >= (self.count - h)[self.seg]  # the last H of each segment
-        seg = self.seg[keep]
-        head = rows.hist_head[at].astype(np.int64)
-        cell = (head[seg] + self.rank[keep]) % h
-        target = at[seg]
-        rows.hist_t[target, cell] = self.t[keep]
-        rows.hist_v[target, cell] = self.v[keep]
-        rows.hist_n[at] = np.minimum(self.hist_n + self.count, h)
-        rows.hist_head[at] = (head + self.count) % h
 
 
 def _rank(seg: IntArray, per_seg: IntArray) -> IntArray:
