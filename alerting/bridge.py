@@ -29,6 +29,7 @@ from collections.abc import Callable
 import asyncpg
 import orjson
 
+from alerting.rules import RuleCompileError
 from alerting.service import AlarmService
 from hazwatch.config import DatabaseSettings
 from hazwatch.db import UNAVAILABLE_ERRORS, connect, connection
@@ -67,7 +68,8 @@ class IngestAlarms:
         self._clock = clock
         self._snapshot: RegistrySnapshot | None = None
         self._fingerprint: bytes | None = None
-        self._started_fingerprint: bytes | None = None
+        self._running: tuple[RegistrySnapshot | None, bytes | None] = (None, None)
+        self._refused: bytes | None = None  # rules that did not compile (until they change)
         self._listen = listen
         self._listener: asyncpg.Connection | None = None
         self._heard = False  # a rule change was announced: load the registry at the next tick
@@ -97,17 +99,25 @@ class IngestAlarms:
             if rules_fingerprint(loaded) != self._fingerprint:
                 self._snapshot, self._fingerprint = loaded, rules_fingerprint(loaded)
         snapshot, fingerprint = self._snapshot, self._fingerprint
-        if snapshot is None or fingerprint == self._started_fingerprint:
+        if snapshot is None or fingerprint in (self._running[1], self._refused):
             return await service.tick(conn, self._now_us())
         log.info("registry rules changed: reloading the alarm rules")
-        adopt = await service.tick(conn, self._now_us(), snapshot=snapshot)
+        try:
+            adopt = await service.tick(conn, self._now_us(), snapshot=snapshot)
+        except RuleCompileError as exc:
+            problem = str(exc)
+        else:
 
-        def adopt_reload() -> None:
-            adopt()
-            self._started_fingerprint = fingerprint
-            self.reloads += 1
+            def adopt_reload() -> None:
+                adopt()
+                self._running = (snapshot, fingerprint)
+                self.reloads += 1
 
-        return adopt_reload
+            return adopt_reload
+        # Keep evaluating under the rules that compiled; try again when the registry changes.
+        log.error("the registry's new alarm rules do not compile, kept the old ones: %s", problem)
+        self._refused = fingerprint
+        return await service.tick(conn, self._now_us())
 
     async def aclose(self) -> None:
         """Close the LISTEN connection."""
@@ -119,17 +129,22 @@ class IngestAlarms:
         return round(self._clock() * US_PER_S)
 
     async def _ready(self) -> AlarmService:
-        if self._snapshot is None:
-            raise RuntimeError("the alarm hook ran before ingest announced a registry snapshot")
-        if self.service is None or self.service.needs_rebuild:
-            if self.service is not None:
-                log.warning("alarm engine rebuilt from the database")
-            snapshot, fingerprint = self._snapshot, self._fingerprint
-            async with connection(self._database) as conn:
-                self.service = await AlarmService.start(
-                    conn, snapshot, now_us=self._now_us(), timer_grace_s=self._grace_s
-                )
-            self._started_fingerprint = fingerprint
+        """The running service: started from the first snapshot, and started again from the
+        database (under the rules it ran) if it ever refused to go on."""
+        if self.service is not None and not self.service.needs_rebuild:
+            return self.service
+        if self.service is None:
+            if self._snapshot is None or self._fingerprint is None:
+                raise RuntimeError("the alarm hook ran before ingest announced a registry snapshot")
+            self._running = (self._snapshot, self._fingerprint)
+        else:
+            log.warning("alarm engine rebuilt from the database")
+        snapshot = self._running[0]
+        assert snapshot is not None
+        async with connection(self._database) as conn:
+            self.service = await AlarmService.start(
+                conn, snapshot, now_us=self._now_us(), timer_grace_s=self._grace_s
+            )
         return self.service
 
     async def _keep_listening(self) -> None:

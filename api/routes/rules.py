@@ -44,7 +44,9 @@ def effective_rules(kind: str, params: dict[str, float], overrides: RuleSpec) ->
     spec = CATALOGUE.get(kind)
     if spec is None:
         raise ValueError(f"sensor kind {kind!r} is not in the catalogue")
-    return spec.default_rules(params).overlay(overrides)
+    effective = spec.default_rules(params).overlay(overrides)
+    effective.check_effective()  # what the registry and the alarm engine's compiler refuse
+    return effective
 
 
 def _where(exc: ValidationError) -> str:

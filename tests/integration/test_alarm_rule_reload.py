@@ -142,3 +142,39 @@ async def test_a_registry_load_is_heard_and_a_vote_at_a_new_tier_moves_at_once(
         assert [e[1:] for e in await _events(db, "high")] == [("raised", 2), ("raised", 1)]
     finally:
         await alarms.aclose()
+
+
+async def test_rules_that_do_not_compile_keep_the_running_ones(
+    db: asyncpg.Connection, db_settings: DatabaseSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    alarms, clock, co1 = await _started(db, db_settings)
+    try:
+        await _batch(db, alarms, [(co1, 0, 200.0)])  # red at once
+        async with db.transaction():
+            (await alarms.tick(db))()
+        # A hold with the CO delays (the API refuses it; a hand edit of the database need not).
+        await _edit(db, co1, {"hold_s": 60})
+        async with asyncio.timeout(5):
+            while "do not compile" not in caplog.text:  # heard, loaded, refused
+                clock.t_s += 1
+                async with db.transaction():
+                    (await alarms.tick(db))()
+                await asyncio.sleep(0.01)  # let the LISTEN connection read its notification
+        assert alarms.reloads == 0
+        # Still evaluating: the red clears through the old rules' 300 s off-delay.
+        await _batch(db, alarms, [(co1, t, 5.0) for t in range(5, 320, 5)])
+        assert [e[1:] for e in await _events(db, "high")] == [("raised", 4), ("cleared", 0)]
+        # A good edit after the bad one is taken.
+        await _edit(db, co1, {"deadband": 3.0})
+        await _tick_until_reloaded(db, alarms, 1)
+    finally:
+        await alarms.aclose()
+
+
+async def _edit(db: asyncpg.Connection, sensor_id: int, rules: dict[str, object]) -> None:
+    async with db.transaction():
+        await db.execute(
+            "UPDATE sensors SET rules = $2::jsonb WHERE sensor_id = $1",
+            sensor_id, orjson.dumps(rules).decode(),
+        )  # fmt: skip
+        await db.execute("SELECT pg_notify($1, '{}')", RULES_CHANNEL)
