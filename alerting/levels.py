@@ -16,7 +16,14 @@ import numpy as np
 import numpy.typing as npt
 
 from alerting.rules import CompiledRules
-from alerting.segments import BoolArray, IntArray, last_true_index, latch, shift_in_segment
+from alerting.segments import (
+    BoolArray,
+    IntArray,
+    last_of_segment,
+    last_true_index,
+    latch,
+    shift_in_segment,
+)
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -119,14 +126,6 @@ def _place_runs(
     return entry_seg, carried_slot, row_slot, first
 
 
-def _last_of_segment(first: BoolArray) -> BoolArray:
-    last = np.zeros(len(first), dtype=np.bool_)
-    if len(first):
-        last[:-1] = first[1:]
-        last[-1] = True
-    return last
-
-
 def delayed_latch(rules: CompiledRules, index: int, seg: Segments) -> LatchEnd:
     """Latch `index` of segments that are not event streams: runs of R, delays, D changes."""
     is_set, is_reset = _set_reset(rules, index, seg)
@@ -143,7 +142,7 @@ def delayed_latch(rules: CompiledRules, index: int, seg: Segments) -> LatchEnd:
     run_start[carried_slot] = seg.since[:, index]
     run_r[row_slot] = r[starts]
     run_start[row_slot] = seg.row_t[starts]
-    last = _last_of_segment(first)
+    last = last_of_segment(first)
     run_end = np.empty(total, dtype=np.int64)
     run_end[:-1] = run_start[1:]
     run_end[last] = seg.horizon[run_seg[last]]
@@ -177,7 +176,7 @@ def held_latch(rules: CompiledRules, index: int, seg: Segments) -> LatchEnd:
     at[row_slot] = seg.row_t[starts]
     is_row = np.ones(total, dtype=np.bool_)
     is_row[carried_slot] = False
-    last = _last_of_segment(first)
+    last = last_of_segment(first)
     expiry = at + rules.hold_us[seg.pos[entry_seg]]
     next_at = np.empty(total, dtype=np.int64)
     next_at[:-1] = at[1:]

@@ -92,6 +92,15 @@ def shift_in_segment(
     return out
 
 
+def last_of_segment(first: BoolArray) -> BoolArray:
+    """True where a row ends its segment (`first` marks where segments start)."""
+    last = np.zeros(len(first), dtype=np.bool_)
+    if len(first):
+        last[:-1] = first[1:]
+        last[-1] = True
+    return last
+
+
 def segment_bounds(first: BoolArray) -> tuple[IntArray, IntArray]:
     """Start and end (exclusive) index of each segment."""
     starts = np.flatnonzero(first).astype(np.int64)

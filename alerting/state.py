@@ -74,8 +74,8 @@ class Rows:
 
 @dataclass(frozen=True, slots=True)
 class StateDelta:
-    """New rows for the sensor positions `index` (unique; sorted unless two deltas were
-    chained with `then`); `persist` marks the rows
+    """New rows for the sensor positions `index` (unique; in any order: `then` may chain
+    deltas without sorting them); `persist` marks the rows
     whose latches, since-times or tiers changed (they are written to alarm_engine_state)."""
 
     index: npt.NDArray[np.intp]
@@ -105,10 +105,12 @@ class StateDelta:
                 }),
                 np.concatenate([self.persist, later.persist]),
             )  # fmt: skip
+        # Either index may be out of order (a chained delta): look rows up through sorters.
         index = np.union1d(self.index, later.index)
         mine = ~np.isin(index, later.index)
-        take_self = np.searchsorted(self.index, index[mine])
-        take_later = np.searchsorted(later.index, index[~mine])
+        take_self = _positions(self.index, index[mine])
+        theirs = index[~mine]
+        take_later = _positions(later.index, theirs)
         arrays = {}
         for name, a in self.rows.arrays().items():
             b = getattr(later.rows, name)
@@ -119,11 +121,18 @@ class StateDelta:
         persist = np.empty(len(index), dtype=np.bool_)
         persist[mine] = self.persist[take_self]
         # A row both deltas touch is persisted if either changed it.
-        both = np.isin(later.index, self.index)
-        later_persist = later.persist.copy()
-        later_persist[both] |= self.persist[np.searchsorted(self.index, later.index[both])]
+        later_persist = later.persist[take_later]
+        both = np.isin(theirs, self.index)
+        later_persist[both] |= self.persist[_positions(self.index, theirs[both])]
         persist[~mine] = later_persist
         return StateDelta(index, Rows(**arrays), persist)
+
+
+def _positions(keys: npt.NDArray[np.intp], wanted: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
+    """Where each of `wanted` is in `keys` (unique, in any order; every one present)."""
+    order = np.argsort(keys, kind="stable")
+    found: npt.NDArray[np.intp] = order[np.searchsorted(keys, wanted, sorter=order)]
+    return found
 
 
 @dataclass(frozen=True, slots=True)

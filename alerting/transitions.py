@@ -57,7 +57,10 @@ class Transitions:
         n = len(subjects)
 
         def column(values: npt.ArrayLike, dtype: type) -> npt.NDArray[Any]:
-            return np.broadcast_to(np.asarray(values, dtype=dtype), (n,)).copy()
+            array: npt.NDArray[Any] = np.asarray(values, dtype=dtype)
+            if array.shape == (n,):
+                return array if array is not values else array.copy()
+            return np.broadcast_to(array, (n,)).copy()
 
         rules = column(rule, np.int8)
         return cls(

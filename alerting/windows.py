@@ -164,13 +164,15 @@ class History:
         m = len(self.seg_start)
         h = self.history_len
         count = np.minimum(self.seg_end - self.seg_start, h)
-        hist_t = np.full((m, h), np.iinfo(np.int64).min // 2, dtype=np.int64)
+        hist_t = np.full((m, h), NEVER, dtype=np.int64)
         hist_v = np.full((m, h), np.nan)
-        col = np.arange(h)[None, :]
-        fill = col >= (h - count)[:, None]
-        src = (self.seg_end - count)[:, None] + (col - (h - count)[:, None])
-        hist_t[fill] = self.t[src[fill]]
-        hist_v[fill] = self.v[src[fill]]
+        # One flat copy: entry `seg_end - count + k` goes to cell `h - count + k` of its row.
+        row = np.repeat(np.arange(m, dtype=np.int64), count)
+        rank = _rank(row, count)
+        src = (self.seg_end - count)[row] + rank
+        dst = row * h + (h - count)[row] + rank
+        hist_t.ravel()[dst] = self.t[src]
+        hist_v.ravel()[dst] = self.v[src]
         return hist_t, hist_v, count.astype(np.int32)
 
 

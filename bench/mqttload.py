@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 CONNECT, CONNACK, PUBLISH, PUBACK, DISCONNECT = 0x10, 0x20, 0x30, 0x40, 0xE0
@@ -119,11 +119,13 @@ async def publish(
     retain: bool = False,
     reconnect_for_s: float = 60.0,
     rate_per_s: float | None = None,
+    on_sent: Callable[[int], None] | None = None,
 ) -> PublishReport:
     """Publish every message at QoS 1 until each is acknowledged (or the time runs out).
 
     If the connection drops, reconnect (for up to `reconnect_for_s`) and resend the messages
     that were not acknowledged. `rate_per_s` paces the publishing (None: as fast as possible).
+    `on_sent(index)` is called as each message is handed to the socket.
     """
     report = PublishReport(acked=[False] * len(messages))
     topics = {t: t.encode() for t, _ in messages}
@@ -144,7 +146,9 @@ async def publish(
         session = _Session(reader, writer, window, report.acked)
         acks = asyncio.create_task(session.read_acks())
         try:
-            await _send(session, messages, topics, pending, chunk, retain, not first, rate_per_s)
+            await _send(
+                session, messages, topics, pending, chunk, retain, not first, rate_per_s, on_sent
+            )
             while session.inflight and not acks.done():
                 await asyncio.wait({acks}, timeout=0.05)
             if acks.done() and acks.exception() is not None:
@@ -178,29 +182,39 @@ async def _send(
     retain: bool,
     dup: bool,
     rate_per_s: float | None,
+    on_sent: Callable[[int], None] | None = None,
 ) -> None:
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     buf: list[bytes] = []
+    held: list[int] = []  # message indexes in `buf`
+
+    def write() -> None:
+        session.writer.write(b"".join(buf))
+        buf.clear()
+        if on_sent is not None:
+            for i in held:
+                on_sent(i)
+        held.clear()
+
     for n, index in enumerate(pending):
         await session.room.acquire()
         mid = session.mid()
         session.inflight[mid] = index
         topic, payload = messages[index]
         buf.append(publish_packet(topics[topic], payload, mid, retain=retain, dup=dup))
+        held.append(index)
         if len(buf) >= chunk or session.room.locked():
-            session.writer.write(b"".join(buf))
-            buf.clear()
+            write()
             await session.writer.drain()
         if rate_per_s is not None:
             ahead_s = (n + 1) / rate_per_s - (loop.time() - t0)
             if ahead_s > 0:
                 if buf:
-                    session.writer.write(b"".join(buf))
-                    buf.clear()
+                    write()
                 await asyncio.sleep(ahead_s)
     if buf:
-        session.writer.write(b"".join(buf))
+        write()
         await session.writer.drain()
 
 

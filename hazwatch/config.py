@@ -64,7 +64,11 @@ class MqttSettings(_Group):
 
 class IngestSettings(_Group):
     batch_max_rows: int = Field(50_000, ge=1, description="flush a batch at this many readings")
-    batch_max_age_ms: int = Field(100, ge=1, description="flush a batch at this age")
+    batch_max_age_ms: int = Field(
+        20,
+        ge=1,
+        description="flush a batch at this age (alarm latency: docs/performance.md)",
+    )
     buffer_max_rows: int = Field(
         500_000, ge=1, description="readings held before collectors are pushed back"
     )

@@ -26,11 +26,11 @@ from api.params import SensorId
 from api.routes import API_PREFIX
 from api.schemas import NOT_FOUND, SECURED, SensorRules
 from hazwatch.catalog import CATALOGUE
+from hazwatch.registry.store import RULES_CHANNEL
 from hazwatch.rulespec import RuleSpec
 
 router = APIRouter(prefix=API_PREFIX, tags=["rules"], responses=SECURED)
 
-RULES_CHANNEL = "hazwatch_rules"
 
 _SENSOR = """
 SELECT n.sensor_id, n.key, n.kind, n.params::text AS params, n.rules::text AS rules
@@ -44,7 +44,9 @@ def effective_rules(kind: str, params: dict[str, float], overrides: RuleSpec) ->
     spec = CATALOGUE.get(kind)
     if spec is None:
         raise ValueError(f"sensor kind {kind!r} is not in the catalogue")
-    return spec.default_rules(params).overlay(overrides)
+    effective = spec.default_rules(params).overlay(overrides)
+    effective.check_effective()  # what the registry and the alarm engine's compiler refuse
+    return effective
 
 
 def _where(exc: ValidationError) -> str:

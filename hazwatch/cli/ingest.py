@@ -50,14 +50,18 @@ def ingest_cmd(
     collectors: list[CollectorFactory] = [modbus_collector] if modbus else []
 
     async def go() -> None:
-        if alarms:
-            engine = IngestAlarms(settings.database)
-            service = IngestService(
-                settings, metrics, mqtt=mqtt, collectors=collectors,
-                hook=engine.hook, tick=engine.tick, on_registry=engine.on_registry,
-            )  # fmt: skip
-        else:
+        if not alarms:
             service = IngestService(settings, metrics, mqtt=mqtt, collectors=collectors)
-        await run_until_signalled(service)
+            await run_until_signalled(service)
+            return
+        engine = IngestAlarms(settings.database)
+        service = IngestService(
+            settings, metrics, mqtt=mqtt, collectors=collectors,
+            hook=engine.hook, tick=engine.tick, on_registry=engine.on_registry,
+        )  # fmt: skip
+        try:
+            await run_until_signalled(service)
+        finally:
+            await engine.aclose()
 
     run(go())

@@ -30,6 +30,9 @@ class LoadSummary:
     deactivated: dict[str, list[str]] = field(default_factory=dict)
 
 
+RULES_CHANNEL = "hazwatch_rules"  # pg_notify'd when sensors' rules may have changed
+
+
 def _json(value: object) -> str:
     return orjson.dumps(value).decode()
 
@@ -66,6 +69,8 @@ async def store_registry(
             _json({"sites": summary.sites, "sensors": summary.sensors,
                    "deactivated": summary.deactivated}),
         )  # fmt: skip
+        # Running alarm engines reload their rules (alerting.bridge).
+        await conn.execute("SELECT pg_notify($1, $2)", RULES_CHANNEL, _json({"registry": "loaded"}))
     return summary
 
 

@@ -41,6 +41,7 @@ async def test_rule_edit_is_validated_stored_and_audited(api: Api) -> None:
         {"deadband": -1},
         {"nonsense": 1},
         {"high": {"red": "hot"}},
+        {"hold_s": 60},  # a hold with the CO on/off delays: the engine could not compile it
     ):
         r = await api.put(f"/api/v1/sensors/{sid}/rules", user="engineer", json=bad)
         assert r.status_code == 422, (bad, r.text)

@@ -60,6 +60,7 @@ async def test_an_alarm_commits_with_the_reading_that_caused_it(
             await wait_until(notified, timeout_s=10, what="the notification")
     finally:
         await listener.close()
+        await alarms.aclose()
     (event,) = [h for h in heard if h["rule"] == "high"]
     assert (event["sensor"], event["kind"], event["colour"]) == ("north-d0/co1", "raised", "red")
     assert alarms.service is not None
