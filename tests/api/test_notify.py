@@ -166,6 +166,16 @@ async def test_delivery_retries_suppression_escalation_restart(db_url: str) -> N
                     assert message["alarm_id"] == red
                     assert message["unacknowledged_s"] == 601
                     await until(lambda: asyncio.sleep(0, len(boss.received) == 1), "boss")
+                    # The receiver has the escalation; wait until the notifier has also logged
+                    # every delivery, so stopping it now is a clean stop, not a crash between a
+                    # POST and its log row (which would rightly be retried after the restart).
+                    await until(
+                        lambda: conn.fetchval(
+                            "SELECT count(*) FILTER (WHERE channel = 'escalation') = 2"
+                            " AND bool_and(status = 'delivered') FROM notifications"
+                        ),
+                        "delivery log",
+                    )
 
                 rows = await conn.fetch("SELECT * FROM notifications ORDER BY notification_id")
                 raised_hook = next(r for r in rows if r["channel"] == "webhook")
