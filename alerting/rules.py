@@ -21,7 +21,7 @@ import numpy.typing as npt
 
 from hazwatch.domain import US_PER_S, Tier
 from hazwatch.registry.model import DeriveSpec
-from hazwatch.registry.snapshot import RegistrySnapshot
+from hazwatch.registry.snapshot import RegistrySnapshot, SensorInfo
 from hazwatch.rulespec import RuleSpec, VoteRule
 
 LEVELS = 4  # blue, yellow, orange, red
@@ -427,7 +427,7 @@ def compile_snapshot(
 ) -> CompiledRules:
     """The rules of every active sensor of a registry snapshot."""
     infos = snapshot.sensors
-    sensors = [sensor_rules(s.sensor_id, s.rules, s.period_s, key=s.key) for s in infos]
+    sensors = [sensor_rules(s.sensor_id, _own_rules(s), s.period_s, key=s.key) for s in infos]
     position = {s.key: i for i, s in enumerate(infos)}
     derives = []
     for i, s in enumerate(infos):
@@ -439,6 +439,16 @@ def compile_snapshot(
         for vote in asset.votes
     ]
     return compile_rules(sensors, derives=derives, votes=votes, history_len=history_len)
+
+
+def _own_rules(info: SensorInfo) -> RuleSpec:
+    """A derived signal has no stale rule of its own: it falls silent exactly when its inputs
+    do, and their stale alarms already say so (one cause, one alarm). Its first value also
+    waits for its window, which a stale timer at the input's period would call silence."""
+    rules = info.rules
+    if info.derive is not None and rules.stale is not None:
+        return rules.model_copy(update={"stale": None})
+    return rules
 
 
 def _derive(
