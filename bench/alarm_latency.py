@@ -110,7 +110,7 @@ def schedule(
             values[f"co{c}"] = CROSSING_PPM
             high[d] = c
             crossings[device, ts_ms] = n
-        payload = orjson.dumps({"ts": ts_ms, "seq": n, "values": values})
+        payload = orjson.dumps({"ts": ts_ms, "seq": n // devices, "values": values})
         messages.append((f"{TOPIC_ROOT}/{SITE}/{device}/telemetry", payload))
     return messages, crossings
 

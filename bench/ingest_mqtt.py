@@ -98,7 +98,7 @@ def single_load(root: str, n: int, base_ms: int) -> Load:
     messages = [
         (
             f"{root}/{SITE}/dev{d}/telemetry",
-            b'{"ts":%d,"values":{"c%d":%s},"seq":%d}' % (t, c, repr(v).encode(), k),
+            b'{"ts":%d,"values":{"c%d":%s},"seq":%d}' % (t, c, repr(v).encode(), k // DEVICES),
         )
         for k, (d, c, t, v) in enumerate(
             zip(device.tolist(), channel.tolist(), ts.tolist(), value.tolist(), strict=True)
@@ -124,7 +124,7 @@ def batch_load(root: str, n: int, base_ms: int) -> Load:
                 cols["c"].append(c)
                 cols["t"].append(ts)
                 cols["v"].append(v)
-            objects.append({"ts": ts, "values": values, "seq": j})
+            objects.append({"ts": ts, "values": values, "seq": group})
         messages.append((f"{root}/{SITE}/dev{d}/telemetry", orjson.dumps(objects)))
     return Load(
         "batch",
