@@ -71,6 +71,7 @@ SOURCE = "mqtt"
 BURST_PACKETS = 256  # packets read per readable event before other tasks get a turn
 MISC_INTERVAL_S = 1.0  # paho's keepalive bookkeeping
 TOPIC_CACHE_MAX = 100_000
+SEQ_GAP_RANGES_SHOWN = 20  # ranges written into one seq_gap quarantine record
 
 
 class ConnectRefused(Exception):
@@ -400,12 +401,14 @@ class MqttCollector:
         (reason seq_gap), where an operator looks for data that did not make it."""
         self._metrics.seq_gap_messages.inc(gap.missing)
         log.warning(
-            "device %s: %d message(s) never arrived (seq %d..%d)",
-            gap.device, gap.missing, gap.first_seq, gap.last_seq,
+            "device %s: %d message(s) never arrived (%d gap(s), seq %d..%d)",
+            gap.device, gap.missing, len(gap.ranges), gap.first_seq, gap.last_seq,
         )  # fmt: skip
+        shown = ", ".join(f"{a}..{b}" for a, b in gap.ranges[:SEQ_GAP_RANGES_SHOWN])
+        more = len(gap.ranges) - SEQ_GAP_RANGES_SHOWN
         detail = (
-            f"device {gap.device}: seq {gap.first_seq}..{gap.last_seq} ({gap.missing} message(s))"
-            f" missing for {self._gaps.grace_s:g} s"
+            f"device {gap.device}: {gap.missing} message(s) missing for {self._gaps.grace_s:g} s,"
+            f" seq {shown}" + (f" and {more} more range(s)" if more > 0 else "")
         )
         record = self._quarantine.record(SOURCE, topic, Reason.SEQ_GAP, detail, None)
         if not self._quarantine.offer(record):

@@ -21,14 +21,23 @@ MAX_RANGES = 1_000  # per device; beyond it the oldest ranges are reported at on
 
 @dataclass(frozen=True, slots=True)
 class Gap:
+    """A device's missing message numbers, reported together: one or more (first, last) ranges."""
+
     device: str
-    first_seq: int
-    last_seq: int
-    opened_at_s: float
+    ranges: tuple[tuple[int, int], ...]
+    opened_at_s: float  # when the earliest of them opened
+
+    @property
+    def first_seq(self) -> int:
+        return self.ranges[0][0]
+
+    @property
+    def last_seq(self) -> int:
+        return self.ranges[-1][1]
 
     @property
     def missing(self) -> int:
-        return self.last_seq - self.first_seq + 1
+        return sum(last - first + 1 for first, last in self.ranges)
 
 
 @dataclass(slots=True)
@@ -60,16 +69,19 @@ class SeqGapTracker:
         return []
 
     def due(self, now_s: float) -> list[Gap]:
-        """Gaps still open `grace_s` after they opened: reported once, then forgotten."""
+        """Gaps still open `grace_s` after they opened, one report per device: reported once,
+        then forgotten. A device's ranges are kept in the order they opened, so only the due
+        ones are looked at (a device that numbers its messages wrongly costs one report per
+        call, not one per message)."""
         found: list[Gap] = []
         for device, state in self._devices.items():
-            keep = []
-            for first, last, opened in state.missing:
-                if now_s - opened >= self.grace_s:
-                    found.append(Gap(device, int(first), int(last), opened))
-                else:
-                    keep.append([first, last, opened])
-            state.missing = keep
+            missing = state.missing
+            cut = 0
+            while cut < len(missing) and now_s - missing[cut][2] >= self.grace_s:
+                cut += 1
+            if cut:
+                found.append(_gap(device, missing[:cut]))
+                del missing[:cut]
         return found
 
     def open_gaps(self, device: str) -> list[tuple[int, int]]:
@@ -80,8 +92,13 @@ class SeqGapTracker:
         if len(state.missing) <= MAX_RANGES:
             return []
         cut = len(state.missing) - MAX_RANGES
-        early, state.missing = state.missing[:cut], state.missing[cut:]
-        return [Gap(device, int(a), int(b), opened) for a, b, opened in early]
+        early = state.missing[:cut]
+        del state.missing[:cut]
+        return [_gap(device, early)]
+
+
+def _gap(device: str, ranges: list[list[float]]) -> Gap:
+    return Gap(device, tuple((int(a), int(b)) for a, b, _ in ranges), ranges[0][2])
 
 
 def _fill(missing: list[list[float]], seq: int) -> bool:

@@ -14,7 +14,7 @@ def test_a_jump_is_reported_after_the_grace_period_only() -> None:
         t.observe("d", seq, now_s=100)
     assert t.open_gaps("d") == [(4, 6)]
     assert t.due(129.9) == []
-    assert t.due(130) == [Gap("d", 4, 6, 100)]
+    assert t.due(130) == [Gap("d", ((4, 6),), 100)]
     assert t.due(1000) == []  # reported once
 
 
@@ -34,7 +34,7 @@ def test_devices_are_apart_and_unnumbered_messages_ignored() -> None:
     t.observe("a", 3, 0)
     t.observe("b", -1, 0)
     t.observe("b", 11, 0)
-    assert t.due(5) == [Gap("a", 2, 2, 0)]
+    assert t.due(5) == [Gap("a", ((2, 2),), 0)]
 
 
 def test_a_restarted_device_starts_afresh() -> None:
@@ -54,7 +54,22 @@ def test_reported_gaps_are_exactly_the_numbers_never_seen(seqs: list[int]) -> No
     first = seqs[0]
     for seq in seqs:
         t.observe("d", seq, 0)
-    reported = {n for g in t.due(10) for n in range(g.first_seq, g.last_seq + 1)}
+    reports = t.due(10)
+    assert len(reports) <= 1  # one report per device
+    reported = {n for g in reports for a, b in g.ranges for n in range(a, b + 1)}
     seen = set(seqs)
     expected = {n for n in range(first, max(seqs) + 1) if n not in seen}
     assert reported == expected
+
+
+def test_a_device_with_many_gaps_gets_one_report_per_call_covering_only_due_ranges() -> None:
+    """A device that numbers its messages in steps of 100 (a misconfigured counter) opens a gap
+    with every message: it is reported as one record per device, not one per message."""
+    t = SeqGapTracker(grace_s=30)
+    for i in range(50):
+        t.observe("d", i * 100, now_s=float(i))
+    (gap,) = t.due(40.0)  # gaps opened at 1..10 s are due; those from 11 s on are not yet
+    assert gap.ranges == tuple((k * 100 + 1, k * 100 + 99) for k in range(10))
+    assert (gap.first_seq, gap.last_seq, gap.missing, gap.opened_at_s) == (1, 999, 990, 1.0)
+    assert t.open_gaps("d")[0] == (1001, 1099)
+    assert len(t.due(1000.0)[0].ranges) == 39
