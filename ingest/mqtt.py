@@ -10,9 +10,10 @@ The paho client runs no thread: its socket is watched by the event loop (`add_re
 message is decoded straight into column buffers (`ingest.decode`) as paho hands it over. At the
 end of the burst the readings become one `ReadingBatch` for the batcher, refused payloads
 become quarantine records and status messages status updates, and the burst's message ids
-form one acknowledgement group: its PUBACKs are sent once every part of it is committed. If
-the batcher or a writer is full, the collector stops reading the socket until there is room:
-TCP pushes back on the broker, which keeps the messages (nothing is dropped here).
+form one acknowledgement group: its PUBACKs are sent, as one write (`ingest.mqttacks`), once
+every part of it is committed. If the batcher or a writer is full, the collector stops
+reading the socket until there is room: TCP pushes back on the broker, which keeps the
+messages (nothing is dropped here).
 
 Acknowledgements belong to a connection: after a reconnect the broker redelivers everything
 that was not acknowledged, reusing packet ids, so acks from an earlier connection are never
@@ -60,6 +61,7 @@ from ingest.decode import (
     parse_topic,
 )
 from ingest.metrics import IngestMetrics
+from ingest.mqttacks import send_pubacks
 from ingest.quarantine import QuarantineRecord, QuarantineSink
 from ingest.seqgaps import Gap, SeqGapTracker
 from ingest.status import DeviceStatus, StatusWriter
@@ -591,7 +593,5 @@ class MqttCollector:
             self.acks_dropped += len(mids)
             self._metrics.mqtt_acks_dropped.labels(self._settings.client_id).inc(len(mids))
             return
-        ack = self._client.ack
-        for mid in mids:
-            ack(mid, 1)
+        send_pubacks(self._client, mids)
         self.acks_sent += len(mids)
