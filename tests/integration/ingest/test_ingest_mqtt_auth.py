@@ -10,6 +10,7 @@ back in its PUBACK.
 from __future__ import annotations
 
 import asyncio
+import logging
 import subprocess
 import threading
 import uuid
@@ -159,14 +160,23 @@ async def test_devices_publish_only_their_own_topics_and_strangers_are_refused(
     assert {(r["sensor_id"], r["n"]) for r in rows} == {(ids["north-d0"], 20)}
 
 
+WRONG_PASSWORD = f"not-the-password-{uuid.uuid4().hex}"
+
+
 @pytest.mark.parametrize(
     ("user", "password"),
-    [("hazwatch-ingest", "wrong"), (None, None)],
+    [("hazwatch-ingest", WRONG_PASSWORD), (None, None)],
     ids=["wrong-password", "anonymous"],
 )
 async def test_the_collector_without_valid_credentials_gets_no_session(
-    env: Env, db: asyncpg.Connection, user: str | None, password: str | None
+    env: Env,
+    db: asyncpg.Connection,
+    user: str | None,
+    password: str | None,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """No session, retries with backoff, and the password it tried is in no log line."""
+    caplog.set_level(logging.DEBUG)
     await load_registry(db, {"north": 1})
     service = IngestService(as_user(env, user, password), IngestMetrics.create(CollectorRegistry()))
     stop = asyncio.Event()
@@ -181,3 +191,5 @@ async def test_the_collector_without_valid_credentials_gets_no_session(
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
+    assert "cannot connect" in caplog.text
+    assert WRONG_PASSWORD not in caplog.text
