@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-from ingest_support import Env, TcpProxy, load_registry, running, wait_until
+from ingest_support import Env, TcpProxy, load_registry, running, stored_keys, wait_until
 from test_ingest_mqtt import check_exact, now_ms, sensor_ids, stream
 
 from bench.broker import free_port
@@ -29,7 +30,7 @@ async def count(db: asyncpg.Connection, table: str = "readings") -> int:
 
 
 async def test_broker_restart_mid_stream_loses_nothing(env: Env, db: asyncpg.Connection) -> None:
-    registry = await load_registry(db, {"north": 20})
+    registry = await load_registry(db, {"north": 50})
     devices = sorted(sensor_ids(registry))
     messages, expected = stream(env, devices, 1000, now_ms() - 3_600_000)  # 20k
     async with running(env.settings()) as svc:
@@ -54,6 +55,65 @@ async def test_broker_restart_mid_stream_loses_nothing(env: Env, db: asyncpg.Con
         await wait_until(all_stored, timeout_s=60, what="every reading after the restart")
         assert svc.metric("hazwatch_ingest_mqtt_connections_total", {"client": env.client_id}) >= 2
     await check_exact(db, registry, expected)
+
+
+async def test_broker_crash_loss_is_bounded_and_every_lost_message_is_reported(
+    env: Env, db: asyncpg.Connection
+) -> None:
+    """RELIABILITY.md R2: 50 devices at 2 messages/s, Mosquitto killed with SIGKILL mid-stream
+    (`autosave_interval 1`).
+
+    Messages the broker acknowledged but had neither saved nor handed over die with it; that
+    cannot be helped downstream. What the collector must do: lose at most about a second of
+    traffic with itself online, and report every message that never arrived (quarantine
+    seq_gap, by device and number) once the grace period has passed."""
+    registry = await load_registry(db, {"north": 50})
+    ids = sensor_ids(registry)
+    devices = sorted(ids)
+    base_ms, step_ms, rate, per_device = now_ms() - 3_600_000, 10, 100, 24
+    messages, _ = stream(env, devices, per_device, base_ms, step_ms)  # 1,200 over 12 s
+    settings = env.settings()
+    settings = settings.model_copy(
+        update={"mqtt": settings.mqtt.model_copy(update={"seq_gap_grace_s": 3.0})}
+    )
+    async with running(settings) as svc:
+        publisher = asyncio.create_task(
+            publish("127.0.0.1", env.broker.port, messages, rate_per_s=rate, reconnect_for_s=60)
+        )
+
+        async def some_stored() -> bool:
+            return await count(db) >= 400
+
+        await wait_until(some_stored, timeout_s=30, what="the stream to be flowing")
+        await asyncio.to_thread(env.broker.stop, signal.SIGKILL)
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(env.broker.start)
+        report = await asyncio.wait_for(publisher, 90)
+        assert report.acked_count == len(messages), report.errors
+        assert report.connects >= 2
+
+        async def settled() -> bool:  # everything that will arrive has, and gaps are due
+            before = await count(db)
+            await asyncio.sleep(settings.mqtt.seq_gap_grace_s + 2.0)
+            return await count(db) == before
+
+        await wait_until(settled, timeout_s=60, what="the stream to settle")
+        gap_messages = svc.metric("hazwatch_ingest_seq_gap_messages_total")
+    by_sensor = {sensor: device for device, sensor in ids.items()}
+    stored = {
+        (by_sensor[sensor], (ts - base_ms) // step_ms) for sensor, ts, _ in await stored_keys(db)
+    }
+    published = {(d, seq) for seq in range(per_device) for d in devices}
+    lost = published - stored
+    reported = set()
+    for row in await db.fetch("SELECT detail FROM quarantine WHERE reason = 'seq_gap'"):
+        device = row["detail"].split(":", 1)[0].removeprefix("device ")
+        for first, last in re.findall(r"(\d+)\.\.(\d+)", row["detail"]):
+            reported |= {(device, n) for n in range(int(first), int(last) + 1)}
+    assert stored <= published
+    assert len(lost) <= rate  # at most a second of traffic
+    assert reported == lost  # every lost message reported, and only those
+    assert gap_messages == len(lost)
 
 
 def _ingest_command() -> list[str]:
@@ -134,7 +194,7 @@ def _via(url: str, port: int) -> str:
 async def test_database_unreachable_for_20s_loses_nothing(
     env: Env, db: asyncpg.Connection, db_url: str
 ) -> None:
-    registry = await load_registry(db, {"north": 20})
+    registry = await load_registry(db, {"north": 50})
     devices = sorted(sensor_ids(registry))
     messages, expected = stream(env, devices, 1250, now_ms() - 3_600_000)  # 25k over ~25 s
     target = urlsplit(db_url)
@@ -152,7 +212,7 @@ async def test_database_unreachable_for_20s_loses_nothing(
             )
 
             async def some_stored() -> bool:
-                return await count(db) >= 2000
+                return await count(db) >= 400
 
             await wait_until(some_stored, timeout_s=30, what="the stream to be flowing")
             await proxy.cut()
