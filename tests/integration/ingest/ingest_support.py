@@ -141,7 +141,8 @@ async def rollup_matches_readings(db: asyncpg.Connection) -> None:
 
 
 class TcpProxy:
-    """A loopback TCP proxy the test can cut: open connections reset, new ones refused."""
+    """A loopback TCP proxy the test can cut (open connections reset, new ones refused) or
+    freeze (connections stay open but nothing moves, as with a server stopped by SIGSTOP)."""
 
     def __init__(self, target_host: str, target_port: int, port: int) -> None:
         self.target = (target_host, target_port)
@@ -149,6 +150,14 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._conns: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+
+    def freeze(self) -> None:
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        self._flowing.set()
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
@@ -167,6 +176,7 @@ class TcpProxy:
             await asyncio.wait(list(self._tasks), timeout=5)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self._flowing.wait()  # frozen: the connection is accepted, then nothing happens
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
@@ -186,9 +196,9 @@ class TcpProxy:
                 self._conns.discard(w)
                 w.transport.abort()
 
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while data := await reader.read(65536):
+            await self._flowing.wait()
             writer.write(data)
             await writer.drain()
         writer.transport.abort()

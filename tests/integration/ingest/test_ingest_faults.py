@@ -235,3 +235,51 @@ async def test_database_unreachable_for_20s_loses_nothing(
         await proxy.close()
     await check_exact(db, registry, expected)
     assert await count(db, "quarantine") == 5
+
+
+async def test_hung_database_times_out_holds_the_stream_and_loses_nothing(
+    env: Env, db: asyncpg.Connection, db_url: str
+) -> None:
+    """RELIABILITY.md R6, with the server's traffic frozen by a proxy instead of SIGSTOP on the
+    shared postmaster: connections stay open and answer nothing for 15 s. Each attempt must end
+    by its timeout (command 5 s, connect 2 s) rather than hang, the stream is held, not
+    dropped, and everything arrives once the server answers again."""
+    registry = await load_registry(db, {"north": 20})
+    devices = sorted(sensor_ids(registry))
+    messages, expected = stream(env, devices, 1000, now_ms() - 3_600_000)  # 20k over ~20 s
+    target = urlsplit(db_url)
+    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5432, free_port())
+    await proxy.start()
+    settings = env.settings(buffer_max_rows=3000, batch_max_rows=1000)
+    settings = settings.model_copy(
+        update={"database": settings.database.model_copy(update={"url": _via(db_url, proxy.port)})}
+    )
+    try:
+        async with running(settings) as svc:
+            publisher = asyncio.create_task(
+                publish("127.0.0.1", env.broker.port, messages, rate_per_s=1000)
+            )
+
+            async def some_stored() -> bool:
+                return await count(db) >= 2000
+
+            await wait_until(some_stored, timeout_s=30, what="the stream to be flowing")
+            proxy.freeze()
+            frozen_at = await count(db)
+            await asyncio.sleep(15.0)
+            assert await count(db) <= frozen_at + 1000  # at most the batch already committing
+            errors = svc.metric("hazwatch_ingest_db_errors_total", {"writer": "readings"})
+            assert errors >= 2  # attempts ended by their timeouts and were tried again
+            assert svc.metric("hazwatch_ingest_queue_depth_rows") > 0  # held, not dropped
+            proxy.thaw()
+            report = await asyncio.wait_for(publisher, 60)
+            assert report.acked_count == len(messages)
+
+            async def all_stored() -> bool:
+                return await count(db) >= len(messages)
+
+            await wait_until(all_stored, timeout_s=90, what="the backlog after the hang")
+    finally:
+        proxy.thaw()
+        await proxy.close()
+    await check_exact(db, registry, expected)
