@@ -212,6 +212,7 @@ async def _send(
             if ahead_s > 0:
                 if buf:
                     write()
+                    await session.writer.drain()  # a dead connection shows here, not at the end
                 await asyncio.sleep(ahead_s)
     if buf:
         write()

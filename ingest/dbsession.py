@@ -90,11 +90,11 @@ class DbSession:
                             " until it is back",
                             self._name,
                             type(exc).__name__,
-                            exc,
+                            str(exc),
                         )
                         self._failing = True
                     else:
-                        log.debug("%s: attempt %d failed: %s", self._name, attempt + 1, exc)
+                        log.debug("%s: attempt %d failed: %s", self._name, attempt + 1, str(exc))
                     attempt += 1
                     await asyncio.sleep(delay)
                     continue

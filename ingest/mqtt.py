@@ -73,7 +73,7 @@ SOURCE = "mqtt"
 BURST_PACKETS = 256  # packets read per readable event before other tasks get a turn
 MISC_INTERVAL_S = 1.0  # paho's keepalive bookkeeping
 TOPIC_CACHE_MAX = 100_000
-SEQ_GAP_RANGES_SHOWN = 20  # ranges written into one seq_gap quarantine record
+SEQ_GAP_RANGES_PER_RECORD = 20  # a seq_gap quarantine record lists at most this many ranges
 
 
 class ConnectRefused(Exception):
@@ -153,7 +153,10 @@ class MqttCollector:
         self._client = self._make_client()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sock: socket.socket | None = None
-        self._generation = 0  # one per connection; acks of older connections are not sent
+        # One per connection, bumped when a session starts and when a connection is lost: acks
+        # of another connection are never sent (not even on the next one before its CONNACK).
+        self._generation = 0
+        self._session_up = False  # CONNACK accepted and the socket still ours
         self._connack: asyncio.Future[ReasonCode] | None = None
         self._lost: asyncio.Event = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -168,6 +171,7 @@ class MqttCollector:
         self._burst_max_rows = max(1, batcher.max_rows // 8)
         self._burst = self._new_burst()
         self._now_us = 0
+        self._now_mono_s = 0.0  # monotonic time of the burst, for the gap tracker
         self._redelivered = False  # DUP flag of the message being handled
         self.acks_sent = 0
         self.acks_dropped = 0  # acks of a connection that is gone: the broker redelivers
@@ -177,7 +181,7 @@ class MqttCollector:
 
     @property
     def connected(self) -> bool:
-        return self._sock is not None and not self._lost.is_set()
+        return self._session_up and self._sock is not None and not self._lost.is_set()
 
     def update_index(self, index: SensorIndex) -> None:
         """Use a new registry view from the next message on."""
@@ -201,7 +205,7 @@ class MqttCollector:
                         self._settings.client_id,
                         self._settings.host,
                         self._settings.port,
-                        exc,
+                        str(exc),  # not the exception: a log record would keep its socket alive
                         delay,
                     )
                     attempt += 1
@@ -296,10 +300,31 @@ class MqttCollector:
         if client.want_write():
             loop.add_writer(sock, self._on_writable)
         self._resume_reading()
-        async with asyncio.timeout(max(s.keepalive_s, 10)):
-            code = await self._connack
+        code = await self._await_connack(self._connack, timeout_s=max(s.keepalive_s, 10))
         if code.is_failure:
             raise ConnectRefused(str(code))
+
+    async def _await_connack(
+        self, connack: asyncio.Future[ReasonCode], *, timeout_s: float
+    ) -> ReasonCode:
+        """The broker's CONNACK; OSError at once if the connection closes first or ingest is
+        stopping, TimeoutError if the broker says nothing."""
+        lost = asyncio.ensure_future(self._lost.wait())
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait(
+                (connack, lost, stopping), timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            lost.cancel()
+            stopping.cancel()
+        if connack.done():
+            return connack.result()
+        if self._lost.is_set():
+            raise OSError("the connection closed before the broker's CONNACK")
+        if self._stopping.is_set():
+            raise OSError("stopping")
+        raise TimeoutError(f"no CONNACK within {timeout_s:g} s")
 
     def _on_connect(
         self,
@@ -314,6 +339,7 @@ class MqttCollector:
         if reason_code.is_failure:
             return
         self._generation += 1
+        self._session_up = True
         self._metrics.mqtt_connections.labels(self._settings.client_id).inc()
         if self._had_session and not flags.session_present:
             log.warning(
@@ -364,6 +390,9 @@ class MqttCollector:
 
     def _close_socket(self) -> None:
         self._lost.set()
+        if self._session_up:
+            self._generation += 1  # what this connection received is acknowledged on no other
+        self._session_up = False
         if self._sock is not None and self._loop is not None:
             self._loop.remove_reader(self._sock)
             self._loop.remove_writer(self._sock)
@@ -395,26 +424,28 @@ class MqttCollector:
             await asyncio.sleep(MISC_INTERVAL_S)
             if self._sock is not None:
                 self._client.loop_misc()
-            for gap in self._gaps.due(self._wall_clock()):
+            for gap in self._gaps.due(time.monotonic()):
                 self._report_gap(gap, None)
 
     def _report_gap(self, gap: Gap, topic: str | None) -> None:
-        """A device's messages that never arrived: counted, logged, and recorded in quarantine
-        (reason seq_gap), where an operator looks for data that did not make it."""
+        """A device's messages that never arrived: counted, logged once, and recorded in
+        quarantine (reason seq_gap, every missing number, 20 ranges per record), where an
+        operator looks for data that did not make it."""
         self._metrics.seq_gap_messages.inc(gap.missing)
         log.warning(
             "device %s: %d message(s) never arrived (%d gap(s), seq %d..%d)",
             gap.device, gap.missing, len(gap.ranges), gap.first_seq, gap.last_seq,
         )  # fmt: skip
-        shown = ", ".join(f"{a}..{b}" for a, b in gap.ranges[:SEQ_GAP_RANGES_SHOWN])
-        more = len(gap.ranges) - SEQ_GAP_RANGES_SHOWN
-        detail = (
-            f"device {gap.device}: {gap.missing} message(s) missing for {self._gaps.grace_s:g} s,"
-            f" seq {shown}" + (f" and {more} more range(s)" if more > 0 else "")
-        )
-        record = self._quarantine.record(SOURCE, topic, Reason.SEQ_GAP, detail, None)
-        if not self._quarantine.offer(record):
-            self._metrics.quarantine_dropped.inc()
+        ranges = gap.ranges
+        for start in range(0, len(ranges), SEQ_GAP_RANGES_PER_RECORD):
+            part = ranges[start : start + SEQ_GAP_RANGES_PER_RECORD]
+            missing = sum(b - a + 1 for a, b in part)
+            detail = f"device {gap.device}: {missing} message(s) never arrived, seq " + ", ".join(
+                f"{a}..{b}" for a, b in part
+            )
+            record = self._quarantine.record(SOURCE, topic, Reason.SEQ_GAP, detail, None)
+            if not self._quarantine.offer(record):
+                self._metrics.quarantine_dropped.inc()
 
     async def _wait_lost_or_stopping(self) -> None:
         lost = asyncio.create_task(self._lost.wait())
@@ -446,6 +477,7 @@ class MqttCollector:
     def _on_readable(self) -> None:
         client = self._client
         self._now_us = int(self._wall_clock() * 1_000_000)
+        self._now_mono_s = time.monotonic()
         burst = self._burst
         builder = self._builder
         max_rows = self._burst_max_rows
@@ -494,7 +526,7 @@ class MqttCollector:
             for r in rejections:
                 self._metrics.readings_rejected.labels(SOURCE, r.reason).inc(r.readings)
                 self._refuse(topic_text, r.reason, r.detail, payload)
-            now_s = self._now_us / 1_000_000
+            now_s = self._now_mono_s
             for seq in self._builder.object_seq[seqs_before:]:
                 for gap in self._gaps.observe(topic.device, seq, now_s):
                     self._report_gap(gap, topic_text)

@@ -6,13 +6,22 @@ gap opened is reported once, so a loss upstream of the broker (a broker crash th
 acknowledged messages, a gateway buffer that overflowed) becomes visible within a minute
 instead of staying a silent hole in the data (RELIABILITY.md R2).
 
-Pure: the caller passes the time. Gaps are kept as ranges, so a device that jumps by a million
-costs one entry; a device whose numbers fall far below its highest (a restart from 0) starts
-afresh without reporting the old numbers as lost.
+Pure: the caller passes the time (monotonic seconds). Gaps are kept as ranges, so a device
+that jumps by a million costs one entry; a device keeps at most `MAX_RANGES` of them, the
+oldest reported early beyond that. A device whose numbers fall far below its highest (a restart
+from 0) starts afresh, and what was still missing from before the restart is reported at once:
+nothing will fill it any more.
+
+A device's ranges are kept in the order of their numbers, which is also the order they opened
+(a range opens above every earlier one; a late message splits a range in place), so `due` looks
+only at the head of each list and `_fill` finds a range by binary search.
+
+What is open when ingest stops is forgotten: a gap not yet due at a restart is not reported.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass, field
 
 RESTART_DROP = 1_000  # a number this far below the highest seen means the device restarted
@@ -52,7 +61,8 @@ class SeqGapTracker:
         self._devices: dict[str, _Device] = {}
 
     def observe(self, device: str, seq: int, now_s: float) -> list[Gap]:
-        """Note one message number; returns gaps that had to be reported early (too many)."""
+        """Note one message number; returns gaps to report at once (too many ranges kept, or
+        the device restarted with numbers still missing)."""
         if seq < 0:
             return []
         state = self._devices.get(device)
@@ -64,8 +74,11 @@ class SeqGapTracker:
                 state.missing.append([state.highest + 1, seq - 1, now_s])
             state.highest = seq
             return self._overflow(device, state)
-        if not _fill(state.missing, seq) and seq < state.highest - RESTART_DROP:
-            self._devices[device] = _Device(highest=seq)  # restarted: old gaps are moot
+        if _fill(state.missing, seq):
+            return self._overflow(device, state)  # a split adds a range
+        if seq < state.highest - RESTART_DROP:  # restarted: what is missing will never come
+            self._devices[device] = _Device(highest=seq)
+            return [_gap(device, state.missing)] if state.missing else []
         return []
 
     def due(self, now_s: float) -> list[Gap]:
@@ -102,14 +115,17 @@ def _gap(device: str, ranges: list[list[float]]) -> Gap:
 
 
 def _fill(missing: list[list[float]], seq: int) -> bool:
-    """Remove `seq` from the missing ranges; False if it was not missing (a duplicate)."""
-    for i, (first, last, opened) in enumerate(missing):
-        if first <= seq <= last:
-            pieces = []
-            if first < seq:
-                pieces.append([first, seq - 1, opened])
-            if seq < last:
-                pieces.append([seq + 1, last, opened])
-            missing[i : i + 1] = pieces
-            return True
-    return False
+    """Remove `seq` from the missing ranges (sorted by number); False if it was not missing."""
+    i = bisect_right(missing, seq, key=lambda r: int(r[0])) - 1
+    if i < 0:
+        return False
+    first, last, opened = missing[i]
+    if seq > last:
+        return False
+    pieces = []
+    if first < seq:
+        pieces.append([first, seq - 1, opened])
+    if seq < last:
+        pieces.append([seq + 1, last, opened])
+    missing[i : i + 1] = pieces
+    return True

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest.seqgaps import Gap, SeqGapTracker
+from ingest.seqgaps import MAX_RANGES, Gap, SeqGapTracker
 
 
 def test_a_jump_is_reported_after_the_grace_period_only() -> None:
@@ -37,13 +37,14 @@ def test_devices_are_apart_and_unnumbered_messages_ignored() -> None:
     assert t.due(5) == [Gap("a", ((2, 2),), 0)]
 
 
-def test_a_restarted_device_starts_afresh() -> None:
-    t = SeqGapTracker(grace_s=1)
+def test_a_restarted_device_starts_afresh_and_what_it_still_missed_is_reported_at_once() -> None:
+    t = SeqGapTracker(grace_s=30)
     t.observe("d", 5000, 0)
     t.observe("d", 5003, 0)  # 5001..5002 missing
-    t.observe("d", 0, 0)  # restarted from 0: far below the highest
-    t.observe("d", 1, 0)
-    assert t.due(10) == []
+    assert t.observe("d", 0, 1) == [Gap("d", ((5001, 5002),), 0)]  # restarted from 0
+    t.observe("d", 1, 1)
+    assert t.open_gaps("d") == []
+    assert t.due(100) == []
 
 
 @given(st.lists(st.integers(0, 300), min_size=1, max_size=200))
@@ -73,3 +74,20 @@ def test_a_device_with_many_gaps_gets_one_report_per_call_covering_only_due_rang
     assert (gap.first_seq, gap.last_seq, gap.missing, gap.opened_at_s) == (1, 999, 990, 1.0)
     assert t.open_gaps("d")[0] == (1001, 1099)
     assert len(t.due(1000.0)[0].ranges) == 39
+
+
+def test_late_fills_split_ranges_without_exceeding_the_cap() -> None:
+    """Late messages inside one big jump split it; the ranges kept stay within MAX_RANGES, the
+    surplus is reported early, and together they are exactly the numbers never seen."""
+    t = SeqGapTracker(grace_s=30)
+    t.observe("d", 0, 0)
+    t.observe("d", 100_000, 0)  # 1..99,999 missing: one range
+    early = []
+    for seq in range(2, 5_000, 2):  # every other number arrives late: a split each time
+        early += t.observe("d", seq, 1)
+    kept = t.open_gaps("d")
+    assert len(kept) == MAX_RANGES
+    ranges = [r for g in early for r in g.ranges] + kept
+    assert ranges == sorted(ranges)  # the oldest (lowest) went first
+    never_seen = {n for n in range(1, 100_000) if n >= 5_000 or n % 2}
+    assert {n for a, b in ranges for n in range(a, b + 1)} == never_seen

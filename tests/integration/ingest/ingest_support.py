@@ -172,27 +172,33 @@ class TcpProxy:
 
     async def close(self) -> None:
         await self.cut()  # aborted transports end every pipe, so the handlers return
+        self._flowing.set()  # and frozen ones find their connection closed
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await self._flowing.wait()  # frozen: the connection is accepted, then nothing happens
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._conns.update((writer, up_writer))
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        self._conns.add(writer)
+        writers = [writer]
         try:
+            await self._flowing.wait()  # frozen: the connection is accepted, then nothing moves
+            if writer.transport.is_closing():
+                return  # cut or closed meanwhile
+            try:
+                up_reader, up_writer = await asyncio.open_connection(*self.target)
+            except OSError:
+                writer.transport.abort()
+                return
+            self._conns.add(up_writer)
+            writers.append(up_writer)
             await asyncio.gather(
                 self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True
             )
         finally:
             self._tasks.discard(task)
-            for w in (writer, up_writer):
+            for w in writers:
                 self._conns.discard(w)
                 w.transport.abort()
 
