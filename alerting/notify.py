@@ -88,6 +88,7 @@ class MqttAlarmPublisher:
             min_delay=max(1, int(settings.reconnect_min_s)), max_delay=int(settings.reconnect_max_s)
         )
         self._connected = threading.Event()
+        self._closing = False
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
 
@@ -99,7 +100,10 @@ class MqttAlarmPublisher:
 
     def _on_disconnect(self, _c: object, _u: object, _f: object, reason: Any, _p: object) -> None:
         self._connected.clear()
-        log.warning("notifier: MQTT connection lost (%s); paho reconnects", reason)
+        if self._closing:
+            log.debug("notifier: MQTT disconnected (%s)", reason)
+        else:
+            log.warning("notifier: MQTT connection lost (%s); paho reconnects", reason)
 
     async def __aenter__(self) -> MqttAlarmPublisher:
         self._client.connect_async(
@@ -110,6 +114,7 @@ class MqttAlarmPublisher:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        self._closing = True
         self._client.disconnect()
         await asyncio.to_thread(self._client.loop_stop)
 

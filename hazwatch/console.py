@@ -26,6 +26,15 @@ TIER_STYLE = {
 }
 
 
+# The alarm's state now, in a word: the column is narrow and an operator reads it at a glance.
+STATE_WORD = {
+    "active_unacked": "unacked",
+    "active_acked": "acked",
+    "cleared_unacked": "clear, unacked",
+    "closed": "closed",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Transition:
     ts: dt.datetime
@@ -34,7 +43,7 @@ class Transition:
     sensor: str
     rule: str
     value: float | None
-    state: str
+    state: str  # the alarm's state now, not at the event
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +78,7 @@ async def gather_state(
     rows = await conn.fetch(
         """SELECT e.ts, e.kind, e.tier, s.key AS sensor, a.rule, e.value, a.state
            FROM alarm_events e JOIN alarms a USING (alarm_id) JOIN sensors s USING (sensor_id)
-           ORDER BY e.event_id DESC LIMIT $1""",
+           ORDER BY e.ts DESC, e.event_id DESC LIMIT $1""",
         limit,
     )
     quarantined = await conn.fetchval("SELECT count(*) FROM quarantine")
@@ -98,6 +107,30 @@ def _transition(r: asyncpg.Record) -> Transition:
     )
 
 
+def access_lines(api_url: str, token: str) -> list[str]:
+    """Where to look and with what: printed once as plain lines (so they can be copied, and
+    survive in a log) and kept in the live view."""
+    return [
+        f"API {api_url}   docs {api_url}/docs",
+        f"operator console {api_url}/console (paste the token)",
+        f"token {token}",
+        f"curl -H 'Authorization: Bearer {token}' {api_url}/api/v1/alarms",
+    ]
+
+
+def summary_line(state: ConsoleState) -> str:
+    """The view in one line, for output that is not a terminal (a pipe, a log file)."""
+    counts = " ".join(
+        f"{tier.colour} {state.active_by_tier.get(tier, 0)}"
+        for tier in (Tier.RED, Tier.ORANGE, Tier.YELLOW, Tier.BLUE)
+    )
+    return (
+        f"{state.now:%H:%M:%S} {state.readings_per_s:,.0f} readings/s,"
+        f" {state.readings_total:,} stored, {state.quarantined_total:,} quarantined;"
+        f" active alarms {counts}; {state.unacked} waiting for acknowledgement"
+    )
+
+
 def render(state: ConsoleState) -> RenderableType:
     header = Text.assemble(
         ("HazWatch demo", "bold"),
@@ -112,19 +145,22 @@ def render(state: ConsoleState) -> RenderableType:
     tiles = Table.grid(padding=(0, 2))
     for _ in range(4):
         tiles.add_column()
-    tiles.add_row(
-        *(
-            Text(
-                f" {tier.colour.upper()} {state.active_by_tier.get(tier, 0):>3} ", TIER_STYLE[tier]
-            )
-            for tier in (Tier.RED, Tier.ORANGE, Tier.YELLOW, Tier.BLUE)
-        )
-    )
+    cells = []
+    for tier in (Tier.RED, Tier.ORANGE, Tier.YELLOW, Tier.BLUE):
+        count = state.active_by_tier.get(tier, 0)
+        style = TIER_STYLE[tier] if count else "dim"  # only colours with alarms light up
+        cells.append(Text(f" {tier.colour.upper()} {count:>3} ", style))
+    tiles.add_row(*cells)
     summary = Text(f"{state.unacked} active alarm(s) waiting for acknowledgement")
 
     log = Table(expand=True, show_edge=False)
-    for column in ("time", "event", "tier", "sensor", "rule", "value", "state"):
-        log.add_column(column, no_wrap=True)
+    log.add_column("time", no_wrap=True, min_width=8)
+    log.add_column("event", no_wrap=True, min_width=7)
+    log.add_column("tier", no_wrap=True, min_width=6)
+    log.add_column("sensor", no_wrap=True, overflow="ellipsis", ratio=3)
+    log.add_column("rule", no_wrap=True, overflow="ellipsis", min_width=6)
+    log.add_column("value", no_wrap=True, justify="right")
+    log.add_column("alarm now", no_wrap=True, min_width=7)
     for t in state.transitions:
         log.add_row(
             f"{t.ts:%H:%M:%S}",
@@ -133,22 +169,17 @@ def render(state: ConsoleState) -> RenderableType:
             t.sensor,
             t.rule,
             "" if t.value is None else f"{t.value:.4g}",
-            t.state,
+            STATE_WORD.get(t.state, t.state),
         )
     if not state.transitions:
         log.add_row("", "no alarm events yet", "", "", "", "", "")
 
-    access = Text.assemble(
-        "API ", (state.api_url, "bold"), "   docs ", (f"{state.api_url}/docs", "bold"), "\n",
-        "operator console ", (f"{state.api_url}/console", "bold"), " (paste the token)\n",
-        "token ", (state.token, "bold"), "\n",
-        f"curl -H 'Authorization: Bearer {state.token}' {state.api_url}/api/v1/alarms",
-    )  # fmt: skip
+    access = Text("\n".join(access_lines(state.api_url, state.token)[:3]))
     parts: list[RenderableType] = [
         header,
         Panel(Group(tiles, summary), title="active alarms", border_style="dim"),
-        Panel(log, title="latest transitions", border_style="dim"),
         Panel(access, title="query it", border_style="dim"),
+        Panel(log, title="latest transitions", border_style="dim"),
     ]
     parts.extend(Text(note, "dim") for note in state.notes)
     return Group(*parts)

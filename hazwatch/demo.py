@@ -78,6 +78,7 @@ class DemoRun:
     _metrics_registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     _last: tuple[float, float] = (0.0, 0.0)  # (monotonic time, readings stored) at last gather
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _api_port: int = 0  # chosen by prepare(), so the address is known before the run
 
     def stop(self) -> None:
         self._stop.set()
@@ -87,8 +88,9 @@ class DemoRun:
         value = self._metrics_registry.get_sample_value("hazwatch_ingest_readings_stored_total")
         return 0 if value is None else int(value)
 
-    async def gather(self) -> ConsoleState:
-        """What the console shows now; readings/s is the rate since the previous call."""
+    async def gather(self, *, transitions: int = 12) -> ConsoleState:
+        """What the console shows now (the latest `transitions`); readings/s is the rate since
+        the previous call."""
         now, total = time.monotonic(), float(self.readings_total)
         then, before = self._last
         rate = (total - before) / (now - then) if then else 0.0
@@ -101,6 +103,7 @@ class DemoRun:
                 api_url=self.api_url,
                 token=self.token,
                 now=dt.datetime.now(dt.UTC),
+                limit=transitions,
             )
 
     # ------------------------------------------------------------------------------------
@@ -119,6 +122,8 @@ class DemoRun:
                 conn, DEMO_USER, name="demo", expires_in=dt.timedelta(days=1),
                 now=dt.datetime.now(dt.UTC), actor="demo",
             )  # fmt: skip
+        self._api_port = self.options.api_port or _free_port(self.options.api_host)
+        self.api_url = f"http://{self.options.api_host}:{self._api_port}"
 
     async def run(self) -> None:
         """Run every part until `stop()`, then stop them: publisher first, ingest last, so
@@ -197,7 +202,7 @@ class DemoRun:
             await notifier.run()
 
     def _api_server(self) -> uvicorn.Server:
-        port = self.options.api_port or _free_port(self.options.api_host)
+        port = self._api_port or self.options.api_port or _free_port(self.options.api_host)
         self.api_url = f"http://{self.options.api_host}:{port}"
         config = uvicorn.Config(
             create_app(self.settings), host=self.options.api_host, port=port,

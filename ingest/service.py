@@ -2,7 +2,8 @@
 
 `IngestService.run(stop)` loads the registry, starts the collectors (MQTT unless disabled, and
 any others given as factories, e.g. Modbus), the store loop, the quarantine and device-status
-writers, the engine's timer `tick` and a periodic registry refresh. When `stop` is set it shuts
+writers, the engine's timer `tick` and the registry refresh (on every announced change, and
+periodically). When `stop` is set it shuts
 down in the order that loses nothing: collectors stop reading, the batcher and writers drain and
 commit, the acknowledgements go out, then the collectors disconnect. If the database does not
 come back within `shutdown_timeout_s`, it gives up without acknowledging what it could not
@@ -20,16 +21,18 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import asyncpg
 
 from hazwatch.config import Settings
+from hazwatch.db import UNAVAILABLE_ERRORS, connect
 from hazwatch.domain import US_PER_S
-from hazwatch.errors import DatabaseError
+from hazwatch.errors import DatabaseError, DatabaseUnavailable
 from hazwatch.registry.snapshot import RegistrySnapshot
+from hazwatch.registry.store import RULES_CHANNEL
 from ingest.batcher import Batcher, BatcherClosed
 from ingest.dbsession import Backoff, DbSession
 from ingest.decode import DecodeLimits, SensorIndex
@@ -127,8 +130,14 @@ class IngestService:
         self.mqtt: MqttCollector | None = None
         metrics.watch(lambda: self.batcher.depth_rows, lambda: self.quarantine.depth)
         self.started = asyncio.Event()
+        self._listener: asyncpg.Connection | None = None  # LISTENs for registry changes
+        self._registry_changed = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
+        async with self._listening_for_registry_changes():
+            await self._run(stop)
+
+    async def _run(self, stop: asyncio.Event) -> None:
         registry = await self._load_registry()
         self._announce(registry)
         pipeline = Pipeline(self._settings, registry, self.batcher, self.quarantine, self._metrics)
@@ -214,12 +223,55 @@ class IngestService:
             next_at = max(next_at, time.monotonic() - interval_s)  # no catch-up storm
 
     async def _refresh_registry(self) -> None:
+        """Reload the registry at once when a registry load or a rule edit announces a change
+        (channel hazwatch_rules), and every `registry_refresh_s` in any case: a new device's
+        messages are accepted within moments of the load, before its stale timer could run
+        out."""
         while True:
-            await asyncio.sleep(self._settings.ingest.registry_refresh_s)
+            await self._keep_listening()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._settings.ingest.registry_refresh_s):
+                    await self._registry_changed.wait()
+            self._registry_changed.clear()
             registry = await self._load_registry()
             if self.mqtt is not None:
                 self.mqtt.update_index(SensorIndex.from_snapshot(registry))
             self._announce(registry)
+
+    @contextlib.asynccontextmanager
+    async def _listening_for_registry_changes(self) -> AsyncIterator[None]:
+        """LISTEN from before the first registry load, so no change slips in between."""
+        await self._keep_listening()
+        try:
+            yield
+        finally:
+            if self._listener is not None:
+                self._listener.terminate()
+                self._listener = None
+
+    async def _keep_listening(self) -> None:
+        """(Re)open the LISTEN connection; after a gap, assume a change was missed. While the
+        database cannot be reached, the periodic refresh alone remains (tried again at each)."""
+        if self._listener is not None and not self._listener.is_closed():
+            return
+        had_listener = self._listener is not None
+        self._listener = None
+        try:
+            conn = await connect(self._settings.database)
+        except DatabaseUnavailable as exc:
+            log.debug("cannot listen for registry changes: %s", str(exc))
+            return
+        try:
+            await conn.add_listener(RULES_CHANNEL, lambda *_: self._registry_changed.set())
+        except BaseException as exc:
+            conn.terminate()
+            if not isinstance(exc, UNAVAILABLE_ERRORS):
+                raise
+            log.debug("cannot listen for registry changes: %s", str(exc))
+            return
+        self._listener = conn
+        if had_listener:
+            self._registry_changed.set()
 
     async def _load_registry(self) -> RegistrySnapshot:
         try:

@@ -31,7 +31,9 @@ def setup(database_url: str | None = None, *, rich_log: bool = False) -> Setting
             update={"database": settings.database.model_copy(update={"url": database_url})}
         )
     if rich_log:
-        handler: logging.Handler = RichHandler(console=console, show_path=False)
+        handler: logging.Handler = RichHandler(
+            console=console, show_path=False, log_time_format="[%Y-%m-%d %H:%M:%S]"
+        )
         logging.basicConfig(level=settings.log_level.upper(), format="%(name)s: %(message)s",
                             handlers=[handler])  # fmt: skip
     else:

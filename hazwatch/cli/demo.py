@@ -13,7 +13,7 @@ import typer
 from rich.live import Live
 
 from hazwatch.cli.common import console, run, setup
-from hazwatch.console import render
+from hazwatch.console import access_lines, render, summary_line
 from hazwatch.demo import DemoOptions, DemoRun, demo_settings
 from hazwatch.errors import HazwatchError
 
@@ -54,21 +54,46 @@ def demo_cmd(
         )
 
 
+TERMINAL_ROWS_BESIDES_TRANSITIONS = 16  # header, alarm tiles, access panel, borders, headings
+SUMMARY_EVERY_S = 10.0  # output that is not a terminal: a summary line this often
+
+
 async def _run(demo: DemoRun, duration: float | None) -> None:
     console.print(f"preparing database {demo.options.database} ...")
     await demo.prepare()
+    for line in access_lines(demo.api_url, demo.token):
+        console.print(line, soft_wrap=True, highlight=False)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, demo.stop)
     if duration is not None:
         loop.call_later(duration, demo.stop)
     running = asyncio.create_task(demo.run(), name="demo")
+    if console.is_terminal:
+        await _live_view(demo, running)
+    else:
+        await _summaries(demo, running)
+    await running
+
+
+async def _live_view(demo: DemoRun, running: asyncio.Task[None]) -> None:
     with Live(console=console, refresh_per_second=2, screen=False) as live:
         while not running.done():
+            rows = max(3, console.size.height - TERMINAL_ROWS_BESIDES_TRANSITIONS)
             try:
-                live.update(render(await demo.gather()))
+                live.update(render(await demo.gather(transitions=rows)))
             except (HazwatchError, asyncpg.PostgresError) as exc:
                 # The view shows the last state; the parts report their own trouble.
                 log.warning("console could not read the database: %s", exc)
             await asyncio.wait([running], timeout=1.0)
-    await running
+
+
+async def _summaries(demo: DemoRun, running: asyncio.Task[None]) -> None:
+    """Piped or logged: a live view would show nothing until the end, so one line at a time."""
+    while not running.done():
+        await asyncio.wait([running], timeout=SUMMARY_EVERY_S)
+        try:
+            summary = summary_line(await demo.gather(transitions=0))
+            console.print(summary, highlight=False, soft_wrap=True)
+        except (HazwatchError, asyncpg.PostgresError) as exc:
+            log.warning("console could not read the database: %s", exc)

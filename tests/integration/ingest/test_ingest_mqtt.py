@@ -237,3 +237,30 @@ async def test_null_and_bad_quality_readings_are_kept(env: Env, db: asyncpg.Conn
         ("co2", None, Quality.BAD),
         ("co1", 12.5, Quality.UNCERTAIN),
     ]
+
+
+async def test_a_device_added_to_the_registry_is_accepted_within_seconds(
+    env: Env, db: asyncpg.Connection
+) -> None:
+    """A registry load announces itself; the running collector re-reads the registry at once
+    instead of at its periodic refresh (60 s), so the new device's first messages are stored,
+    not quarantined as unknown, and its stale timer never sees a silence that was ours."""
+    await load_registry(db, {"north": 1})
+    settings = env.settings()
+    assert settings.ingest.registry_refresh_s >= 60
+    async with running(settings) as svc:
+        registry = await load_registry(db, {"north": 2})  # north-d1 is new
+        new_sensor = sensor_ids(registry)["north-d1"]
+        topic = env.topic("north", "north-d1")
+
+        async def stored() -> bool:
+            await publish("127.0.0.1", env.broker.port, [(topic, telemetry(now_ms(), 1, co1=3.0))])
+            await asyncio.sleep(0.5)
+            n = await db.fetchval("SELECT count(*) FROM readings WHERE sensor_id = $1", new_sensor)
+            return bool(n)
+
+        await wait_until(stored, timeout_s=10, what="the new device's reading")
+        unknown = svc.metric(
+            "hazwatch_ingest_quarantined_total", {"source": "mqtt", "reason": "unknown_device"}
+        )
+        assert unknown <= 1  # at most a message that raced the announcement
