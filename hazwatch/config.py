@@ -94,7 +94,10 @@ class IngestSettings(_Group):
         64 * 1024 * 1024, ge=1, description="bytes of quarantine records held likewise"
     )
     registry_refresh_s: float = Field(
-        60.0, gt=0, description="how often the running service re-reads the registry"
+        60.0,
+        gt=0,
+        description="how often the running service re-reads the registry without a change "
+        "notice (it re-reads at once on one)",
     )
     tick_interval_s: float = Field(
         1.0, gt=0, description="period of the alarm engine's timer evaluation"
