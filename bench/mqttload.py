@@ -99,9 +99,13 @@ async def _open(
     host: str, port: int, client_id: str, clean: bool
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     reader, writer = await asyncio.open_connection(host, port)
-    writer.write(connect_packet(client_id, clean=clean))
-    await writer.drain()
-    head = await reader.readexactly(4)
+    try:
+        writer.write(connect_packet(client_id, clean=clean))
+        await writer.drain()
+        head = await reader.readexactly(4)
+    except (OSError, asyncio.IncompleteReadError) as exc:
+        writer.close()
+        raise ConnectionError(f"no CONNACK: {exc!r}") from exc
     if head[0] != CONNACK or head[3] != 0:
         writer.close()
         raise ConnectionError(f"CONNACK refused: {head!r}")

@@ -79,26 +79,29 @@ async def test_a_batch_committed_during_a_reconnect_is_not_acknowledged_on_the_n
     send_second_connack = asyncio.Event()
 
     async def broker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        connections.append(writer)
-        command, _ = await read_packet(reader)
-        assert command == CONNECT
-        if len(connections) == 1:
-            writer.write(bytes([CONNACK, 2, 0, 0]))
-            _, body = await read_packet(reader)  # SUBSCRIBE: grant it
-            writer.write(bytes([SUBACK, 4]) + body[:2] + b"\x01\x01")
-            topic = b"not/a/hazwatch/topic"  # refused to quarantine: an ack group of one
-            var = struct.pack(">H", len(topic)) + topic + struct.pack(">H", 7)
-            writer.write(bytes([PUBLISH_QOS1, len(var) + 3]) + var + b"abc")
-            await drop_first.wait()
-            writer.transport.abort()
-            return
-        second_connected.set()
-        await send_second_connack.wait()
-        second_connection_got.append((-1, b"CONNACK sent"))
-        writer.write(bytes([CONNACK, 2, 1, 0]))
-        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
-            while True:
-                second_connection_got.append(await read_packet(reader))
+        try:
+            connections.append(writer)
+            command, _ = await read_packet(reader)
+            assert command == CONNECT
+            if len(connections) == 1:
+                writer.write(bytes([CONNACK, 2, 0, 0]))
+                _, body = await read_packet(reader)  # SUBSCRIBE: grant it
+                writer.write(bytes([SUBACK, 4]) + body[:2] + b"\x01\x01")
+                topic = b"not/a/hazwatch/topic"  # refused to quarantine: an ack group of one
+                var = struct.pack(">H", len(topic)) + topic + struct.pack(">H", 7)
+                writer.write(bytes([PUBLISH_QOS1, len(var) + 3]) + var + b"abc")
+                await drop_first.wait()
+                writer.transport.abort()
+                return
+            second_connected.set()
+            await send_second_connack.wait()
+            second_connection_got.append((-1, b"CONNACK sent"))
+            writer.write(bytes([CONNACK, 2, 1, 0]))
+            with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+                while True:
+                    second_connection_got.append(await read_packet(reader))
+        finally:
+            writer.close()  # every connection this broker accepted
 
     server = await asyncio.start_server(broker, "127.0.0.1", port)
     quarantine = HeldQuarantine()
@@ -137,3 +140,5 @@ async def test_a_batch_committed_during_a_reconnect_is_not_acknowledged_on_the_n
         await asyncio.gather(task, return_exceptions=True)
         await collector.aclose()
         server.close()
+        for writer in connections:
+            writer.close()
