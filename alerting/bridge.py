@@ -32,9 +32,9 @@ import orjson
 from alerting.rules import RuleCompileError
 from alerting.service import AlarmService
 from hazwatch.config import DatabaseSettings
-from hazwatch.db import UNAVAILABLE_ERRORS, connect, connection
+from hazwatch.db import connection
 from hazwatch.domain import US_PER_S, ReadingBatch
-from hazwatch.errors import DatabaseUnavailable
+from hazwatch.listen import ChannelListener
 from hazwatch.registry.snapshot import RegistrySnapshot
 from hazwatch.registry.store import RULES_CHANNEL
 
@@ -70,8 +70,9 @@ class IngestAlarms:
         self._fingerprint: bytes | None = None
         self._running: tuple[RegistrySnapshot | None, bytes | None] = (None, None)
         self._refused: bytes | None = None  # rules that did not compile (until they change)
-        self._listen = listen
-        self._listener: asyncpg.Connection | None = None
+        self._listener = (
+            ChannelListener(database, RULES_CHANNEL, self._on_notify) if listen else None
+        )
         self._heard = False  # a rule change was announced: load the registry at the next tick
         self.service: AlarmService | None = None
         self.reloads = 0
@@ -122,8 +123,7 @@ class IngestAlarms:
     async def aclose(self) -> None:
         """Close the LISTEN connection."""
         if self._listener is not None:
-            listener, self._listener = self._listener, None
-            await listener.close()
+            await self._listener.aclose()
 
     def _now_us(self) -> int:
         return round(self._clock() * US_PER_S)
@@ -149,21 +149,8 @@ class IngestAlarms:
 
     async def _keep_listening(self) -> None:
         """(Re)open the LISTEN connection; after a gap, assume a change was missed."""
-        if not self._listen or (self._listener is not None and not self._listener.is_closed()):
-            return
-        try:
-            listener = await connect(self._database)
-        except DatabaseUnavailable as exc:
-            log.warning("cannot listen for rule changes (retrying at the next tick): %s", exc)
-            return
-        try:
-            await listener.add_listener(RULES_CHANNEL, self._on_notify)
-        except UNAVAILABLE_ERRORS as exc:
-            listener.terminate()
-            log.warning("cannot listen for rule changes (retrying at the next tick): %s", exc)
-            return
-        self._listener = listener
-        self._heard = True
+        if self._listener is not None and await self._listener.ensure():
+            self._heard = True
 
-    def _on_notify(self, *_args: object) -> None:
+    def _on_notify(self) -> None:
         self._heard = True

@@ -309,15 +309,7 @@ class MqttCollector:
     ) -> ReasonCode:
         """The broker's CONNACK; OSError at once if the connection closes first or ingest is
         stopping, TimeoutError if the broker says nothing."""
-        lost = asyncio.ensure_future(self._lost.wait())
-        stopping = asyncio.ensure_future(self._stopping.wait())
-        try:
-            await asyncio.wait(
-                (connack, lost, stopping), timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            lost.cancel()
-            stopping.cancel()
+        await self._wait_lost_or_stopping(connack, timeout_s=timeout_s)
         if connack.done():
             return connack.result()
         if self._lost.is_set():
@@ -447,11 +439,17 @@ class MqttCollector:
             if not self._quarantine.offer(record):
                 self._metrics.quarantine_dropped.inc()
 
-    async def _wait_lost_or_stopping(self) -> None:
-        lost = asyncio.create_task(self._lost.wait())
-        stopping = asyncio.create_task(self._stopping.wait())
+    async def _wait_lost_or_stopping(
+        self, *also: asyncio.Future[Any], timeout_s: float | None = None
+    ) -> None:
+        """Until the connection is lost, ingest is stopping, one of `also` is done, or the
+        timeout passes."""
+        lost = asyncio.ensure_future(self._lost.wait())
+        stopping = asyncio.ensure_future(self._stopping.wait())
         try:
-            await asyncio.wait((lost, stopping), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                (lost, stopping, *also), timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             lost.cancel()
             stopping.cancel()

@@ -39,6 +39,32 @@ class QuarantineRecord:
     redelivered: bool = False  # the broker's DUP flag; not stored
 
 
+def new_record(
+    source: str,
+    topic: str | None,
+    reason: str,
+    detail: str | None,
+    payload: bytes | bytearray | None,
+    *,
+    redelivered: bool = False,
+    now_s: float,
+) -> QuarantineRecord:
+    """A quarantine record, its payload and detail cut to what is kept."""
+    if payload is not None and len(payload) > TRUNCATED_PAYLOAD_BYTES and reason == "too_large":
+        payload = payload[:TRUNCATED_PAYLOAD_BYTES]
+    if detail is not None and len(detail) > MAX_DETAIL_CHARS:
+        detail = detail[:MAX_DETAIL_CHARS]
+    return QuarantineRecord(
+        received_at=datetime.fromtimestamp(now_s, UTC),
+        source=source,
+        topic=topic,
+        reason=reason,
+        detail=detail,
+        payload=None if payload is None else bytes(payload),
+        redelivered=redelivered,
+    )
+
+
 async def _write(conn: asyncpg.Connection, records: Sequence[QuarantineRecord]) -> None:
     await conn.copy_records_to_table(
         "quarantine",
@@ -89,18 +115,8 @@ class QuarantineSink:
         *,
         redelivered: bool = False,
     ) -> QuarantineRecord:
-        if payload is not None and len(payload) > TRUNCATED_PAYLOAD_BYTES and reason == "too_large":
-            payload = payload[:TRUNCATED_PAYLOAD_BYTES]
-        if detail is not None and len(detail) > MAX_DETAIL_CHARS:
-            detail = detail[:MAX_DETAIL_CHARS]
-        return QuarantineRecord(
-            received_at=datetime.fromtimestamp(self._clock(), UTC),
-            source=source,
-            topic=topic,
-            reason=reason,
-            detail=detail,
-            payload=None if payload is None else bytes(payload),
-            redelivered=redelivered,
+        return new_record(
+            source, topic, reason, detail, payload, redelivered=redelivered, now_s=self._clock()
         )
 
     async def put(

@@ -28,9 +28,9 @@ from typing import Protocol
 import asyncpg
 
 from hazwatch.config import Settings
-from hazwatch.db import UNAVAILABLE_ERRORS, connect
 from hazwatch.domain import US_PER_S
-from hazwatch.errors import DatabaseError, DatabaseUnavailable
+from hazwatch.errors import DatabaseError
+from hazwatch.listen import ChannelListener
 from hazwatch.registry.snapshot import RegistrySnapshot
 from hazwatch.registry.store import RULES_CHANNEL
 from ingest.batcher import Batcher, BatcherClosed
@@ -130,8 +130,10 @@ class IngestService:
         self.mqtt: MqttCollector | None = None
         metrics.watch(lambda: self.batcher.depth_rows, lambda: self.quarantine.depth)
         self.started = asyncio.Event()
-        self._listener: asyncpg.Connection | None = None  # LISTENs for registry changes
         self._registry_changed = asyncio.Event()
+        self._listener = ChannelListener(
+            settings.database, RULES_CHANNEL, self._registry_changed.set
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         async with self._listening_for_registry_changes():
@@ -228,7 +230,8 @@ class IngestService:
         messages are accepted within moments of the load, before its stale timer could run
         out."""
         while True:
-            await self._keep_listening()
+            if await self._listener.ensure():
+                self._registry_changed.set()  # reopened: a change may have gone unheard
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._settings.ingest.registry_refresh_s):
                     await self._registry_changed.wait()
@@ -241,37 +244,11 @@ class IngestService:
     @contextlib.asynccontextmanager
     async def _listening_for_registry_changes(self) -> AsyncIterator[None]:
         """LISTEN from before the first registry load, so no change slips in between."""
-        await self._keep_listening()
+        await self._listener.ensure()
         try:
             yield
         finally:
-            if self._listener is not None:
-                self._listener.terminate()
-                self._listener = None
-
-    async def _keep_listening(self) -> None:
-        """(Re)open the LISTEN connection; after a gap, assume a change was missed. While the
-        database cannot be reached, the periodic refresh alone remains (tried again at each)."""
-        if self._listener is not None and not self._listener.is_closed():
-            return
-        had_listener = self._listener is not None
-        self._listener = None
-        try:
-            conn = await connect(self._settings.database)
-        except DatabaseUnavailable as exc:
-            log.debug("cannot listen for registry changes: %s", str(exc))
-            return
-        try:
-            await conn.add_listener(RULES_CHANNEL, lambda *_: self._registry_changed.set())
-        except BaseException as exc:
-            conn.terminate()
-            if not isinstance(exc, UNAVAILABLE_ERRORS):
-                raise
-            log.debug("cannot listen for registry changes: %s", str(exc))
-            return
-        self._listener = conn
-        if had_listener:
-            self._registry_changed.set()
+            await self._listener.aclose()
 
     async def _load_registry(self) -> RegistrySnapshot:
         try:

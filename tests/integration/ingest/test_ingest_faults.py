@@ -21,6 +21,7 @@ from test_ingest_mqtt import check_exact, now_ms, sensor_ids, stream
 
 from bench.broker import free_port
 from bench.mqttload import precreate_session, publish
+from hazwatch.config import Settings
 from ingest.mqtt import subscriptions
 
 
@@ -191,19 +192,24 @@ def _via(url: str, port: int) -> str:
     return urlunsplit(parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host))
 
 
+async def _behind_proxy(env: Env, db_url: str) -> tuple[TcpProxy, Settings]:
+    """A started proxy to the test's database, and small-buffer settings that reach it
+    through the proxy only."""
+    target = urlsplit(db_url)
+    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5432, free_port())
+    await proxy.start()
+    settings = env.settings(buffer_max_rows=3000, batch_max_rows=1000)
+    database = settings.database.model_copy(update={"url": _via(db_url, proxy.port)})
+    return proxy, settings.model_copy(update={"database": database})
+
+
 async def test_database_unreachable_for_20s_loses_nothing(
     env: Env, db: asyncpg.Connection, db_url: str
 ) -> None:
     registry = await load_registry(db, {"north": 20})
     devices = sorted(sensor_ids(registry))
     messages, expected = stream(env, devices, 1250, now_ms() - 3_600_000)  # 25k over ~25 s
-    target = urlsplit(db_url)
-    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5432, free_port())
-    await proxy.start()
-    settings = env.settings(buffer_max_rows=3000, batch_max_rows=1000)
-    settings = settings.model_copy(
-        update={"database": settings.database.model_copy(update={"url": _via(db_url, proxy.port)})}
-    )
+    proxy, settings = await _behind_proxy(env, db_url)
     bad_during_outage = [(env.topic("north", "north-d0"), b"{broken") for _ in range(5)]
     try:
         async with running(settings) as svc:
@@ -248,13 +254,7 @@ async def test_hung_database_times_out_holds_the_stream_and_loses_nothing(
     registry = await load_registry(db, {"north": 20})
     devices = sorted(sensor_ids(registry))
     messages, expected = stream(env, devices, 1000, now_ms() - 3_600_000)  # 20k over ~20 s
-    target = urlsplit(db_url)
-    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5432, free_port())
-    await proxy.start()
-    settings = env.settings(buffer_max_rows=3000, batch_max_rows=1000)
-    settings = settings.model_copy(
-        update={"database": settings.database.model_copy(update={"url": _via(db_url, proxy.port)})}
-    )
+    proxy, settings = await _behind_proxy(env, db_url)
     try:
         async with running(settings) as svc:
             publisher = asyncio.create_task(

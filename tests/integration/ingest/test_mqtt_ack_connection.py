@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
+import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
@@ -25,7 +26,7 @@ from ingest.batcher import Batcher
 from ingest.decode import DecodeLimits, SensorIndex
 from ingest.metrics import IngestMetrics
 from ingest.mqtt import MqttCollector
-from ingest.quarantine import QuarantineRecord
+from ingest.quarantine import QuarantineRecord, new_record
 
 CONNECT, CONNACK, PUBLISH_QOS1, PUBACK, SUBSCRIBE, SUBACK = 0x10, 0x20, 0x32, 0x40, 0x82, 0x90
 
@@ -48,18 +49,8 @@ class HeldQuarantine:
         self.commits: list[Callable[[], None]] = []
         self.held = asyncio.Event()
 
-    def record(
-        self,
-        source: str,
-        topic: str | None,
-        reason: str,
-        detail: str | None,
-        payload: bytes | bytearray | None,
-        *,
-        redelivered: bool = False,
-    ) -> QuarantineRecord:
-        data = None if payload is None else bytes(payload)
-        return QuarantineRecord(datetime.now(UTC), source, topic, reason, detail, data, redelivered)
+    def record(self, *args: Any, **kwargs: Any) -> QuarantineRecord:
+        return new_record(*args, now_s=time.time(), **kwargs)
 
     def offer(self, record: QuarantineRecord, on_commit: Callable[[], None] | None = None) -> bool:
         if on_commit is not None:
